@@ -1,0 +1,75 @@
+/*
+ * node: one running relaymesh node — one process, one libuv loop.
+ *
+ * struct node ties the modules together: config, store, SMTP listeners,
+ * queue manager and control socket. Everything here runs on the loop
+ * thread; the store's writer thread reports back through the loop.
+ */
+#ifndef RM_NODE_H
+#define RM_NODE_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "node/node_config.h"
+#include "store/store.h"
+
+struct smtp_server;
+struct node_queue;
+struct ctl_server;
+
+/* Counters shown by `relaymesh status`. Loop thread only. */
+struct node_stats {
+    uint64_t sessions_total;
+    uint64_t sessions_current;
+    uint64_t sessions_refused;   /* over max_sessions */
+    uint64_t messages_accepted;  /* 250 after DATA / BDAT LAST */
+    uint64_t recipients_accepted;
+    uint64_t messages_rejected;  /* 5xx / 4xx at end of data */
+    uint64_t rcpt_rejected;
+    uint64_t delivered_local;
+    uint64_t store_full;         /* 452 4.3.1 answers */
+    uint64_t protocol_errors;
+};
+
+struct node {
+    uv_loop_t *loop;
+    const struct node_config *cfg;
+    struct store *store;
+    struct smtp_server *smtp;
+    struct node_queue *queue;
+    struct ctl_server *ctl;
+    int64_t started;             /* unix seconds */
+    int draining;                /* SIGTERM received */
+    struct node_stats stats;
+};
+
+/* `relaymesh serve [-c FILE] [--check] [--log-level L]`: returns the exit
+   code. */
+int node_serve_main(int argc, char **argv);
+
+/* ---- queue manager (node_queue.c) ---------------------------------- */
+
+int node_queue_new(struct node *n, struct node_queue **out);
+/* Look at the due index now (after an accept, a release, a retry). */
+void node_queue_kick(struct node_queue *q);
+/* Stop timers; the memory is freed once handles close. */
+void node_queue_close(struct node_queue *q);
+/* Entries handed to the writer and not yet committed. */
+size_t node_queue_inflight(const struct node_queue *q);
+
+/* ---- control socket (ctl_server.c) --------------------------------- */
+
+/* Listen on cfg->control_socket (mode 0600; a stale socket is replaced
+   only when nothing answers on it). -errno on failure. */
+int ctl_server_new(struct node *n, struct ctl_server **out);
+void ctl_server_close(struct ctl_server *c);
+
+/* ---- CLI client (ctl_client.c) ------------------------------------- */
+
+/* Every subcommand but serve: `relaymesh status|user|queue|mailbox ...`.
+   Returns the process exit code (0 ok, 1 error, 2 usage). */
+int ctl_main(int argc, char **argv);
+
+#endif

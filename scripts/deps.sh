@@ -1,0 +1,46 @@
+#!/bin/sh
+# Install the Debian packages relaymesh needs, idempotently.
+#   scripts/deps.sh          build + run dependencies
+#   scripts/deps.sh test     also what the test suite needs
+#   scripts/deps.sh bench    also what bench/ needs (Postfix as the peer)
+# Packages already installed are not touched. As a normal user it prints
+# the apt-get line to run as root instead of running it.
+set -eu
+
+BUILD="build-essential cmake pkg-config libuv1-dev liblmdb-dev libsodium-dev libmsgpack-dev libinih-dev"
+TEST="libcmocka-dev python3 python3-pytest swaks clang lmdb-utils"
+BENCH="postfix"
+
+want="$BUILD"
+case "${1:-}" in
+test) want="$want $TEST" ;;
+bench) want="$want $TEST $BENCH" ;;
+"") ;;
+*) echo "usage: scripts/deps.sh [test|bench]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "relaymesh needs these Debian packages:$missing" >&2
+    echo "run as root:  apt-get update && apt-get install -y$missing" >&2
+    exit 1
+fi
+
+echo "installing:$missing"
+# Postfix asks debconf questions; answer "No configuration" so that it
+# installs without configuring or starting a system mail service.
+case "$missing" in
+*postfix*)
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections ;;
+esac
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq || apt-get update
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing
