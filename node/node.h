@@ -51,8 +51,14 @@ int node_serve_main(int argc, char **argv);
 
 /* ---- queue manager (node_queue.c) ---------------------------------- */
 
+/* Create the queue manager; it recovers local entries left by a crash
+   (accepted, not yet delivered) and delivers them. */
 int node_queue_new(struct node *n, struct node_queue **out);
-/* Look at the due index now (after an accept, a release, a retry). */
+/* A message was committed: deliver its local recipients (indexes into
+   the message's recipient list). Batched with others into one write. */
+void node_queue_local(struct node_queue *q, const char *qid,
+                      const uint32_t *rcpts, size_t n);
+/* Look at the queue again (after `queue release`, a retry). */
 void node_queue_kick(struct node_queue *q);
 /* Stop timers; the memory is freed once handles close. */
 void node_queue_close(struct node_queue *q);

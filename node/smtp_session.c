@@ -1,0 +1,1544 @@
+/*
+ * smtp_session: the inbound SMTP state machine (RFC 5321 server side).
+ *
+ * Input flows: read_cb -> s->in -> smtp_session_process(), which runs the
+ * tokenizer for the current state (command lines, DATA content, BDAT
+ * chunk bytes) and hands each command to its table entry. Replies are
+ * collected in s->out and written once per processed read (RFC 2920 lets
+ * a server flush whenever it likes; one write per read keeps pipelined
+ * replies in order and cheap).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/rm_error.h"
+#include "node/node.h"
+#include "node/smtp_parse.h"
+#include "node/smtp_session.h"
+#include "store/store.h"
+
+/* Input kept while a commit is outstanding or a line is incomplete. Past
+   SMTP_IN_HIGH the session stops reading (back-pressure, not an error). */
+#define SMTP_IN_MAX (256 * 1024)
+#define SMTP_IN_HIGH (64 * 1024)
+#define SMTP_READ_SIZE (64 * 1024)
+/* Replies written but not yet taken by the kernel: a client that
+   pipelines without reading its replies is paused past this. */
+#define SMTP_WPENDING_MAX (64 * 1024)
+#define SMTP_OUT_MAX (64 * 1024)
+/* Commands that do no work (NOOP, RSET, VRFY, HELP) allowed per session,
+   like Postfix's smtpd_junk_command_limit. */
+#define SMTP_JUNK_MAX 100
+/* Room for our own trace header in front of the message. */
+#define SMTP_TRACE_MAX 2048
+/* RFC 3461 §4.4: ENVID is at most 100 characters. */
+#define SMTP_ENVID_MAX 100
+/* RFC 3461 §4.2: ORCPT is at most 500 characters. */
+#define SMTP_ORCPT_MAX 500
+
+enum smtp_state {
+    SMTP_S_INIT = 0,  /* greeting sent, no HELO / EHLO yet */
+    SMTP_S_READY,     /* HELO / EHLO done, no transaction */
+    SMTP_S_MAIL,      /* MAIL accepted, no recipient yet */
+    SMTP_S_RCPT,      /* at least one recipient accepted */
+    SMTP_S_DATA,      /* reading DATA content up to CRLF.CRLF */
+    SMTP_S_BDAT,      /* reading the bytes of one BDAT chunk */
+    SMTP_S_CHUNKING,  /* between BDAT chunks of one transaction */
+    SMTP_S_COMMIT,    /* message handed to the store; input waits */
+    SMTP_S_CLOSING,   /* last reply queued; closing */
+    SMTP_S__COUNT
+};
+
+static const char *const smtp_state_names[SMTP_S__COUNT] = {
+    [SMTP_S_INIT] = "init",         [SMTP_S_READY] = "ready",
+    [SMTP_S_MAIL] = "mail",         [SMTP_S_RCPT] = "rcpt",
+    [SMTP_S_DATA] = "data",         [SMTP_S_BDAT] = "bdat",
+    [SMTP_S_CHUNKING] = "chunking", [SMTP_S_COMMIT] = "commit",
+    [SMTP_S_CLOSING] = "closing",
+};
+
+#define ST(x) (1u << SMTP_S_##x)
+
+struct smtp_rcpt {
+    char *addr;    /* as given, without <> */
+    char *mailbox; /* local: owner mailbox; remote: NULL */
+    char *orcpt;
+    unsigned notify;
+    enum store_route route;
+};
+
+struct smtp_session {
+    union {
+        uv_handle_t h;
+        uv_stream_t s;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } io;
+    uv_timer_t timer;
+    struct node *n;
+    const struct node_config *cfg;
+    char sid[24];
+    enum smtp_state state;
+    enum smtp_state bdat_return; /* state after a discarded chunk */
+    smtp_session_gone_cb gone;
+    void *gone_arg;
+
+    /* lifetime */
+    int started;
+    int closing;      /* close requested */
+    int handles_open; /* handles not yet through close_cb */
+    int store_pending;
+    int draining;
+    const char *close_reason;
+
+    /* peer */
+    struct sockaddr_storage peer;
+    int has_peer;
+    char peer_ip[INET6_ADDRSTRLEN + 8];
+    int trusted;
+    int esmtp;
+    char helo[256];
+    unsigned errors;
+    unsigned junk;
+    uint64_t msgs;
+
+    /* I/O */
+    struct smtp_line_state ls;
+    struct buf in;
+    struct buf out;
+    size_t wpending;
+    int reading;
+
+    /* transaction (RFC 5321 §3.3) */
+    char *mail_from;
+    int smtputf8;
+    enum store_body body;
+    enum store_ret ret;
+    char *envid;
+    struct smtp_rcpt *rcpts;
+    size_t nrcpts;
+    size_t rcap;
+    char qid[STORE_QID_LEN + 1];
+    struct buf msg;
+    struct smtp_data_state ds;
+    int data_started;
+    uint64_t bdat_left;
+    int bdat_last;
+    int bdat_discard;
+    const char *bdat_reply; /* reply for a discarded chunk */
+    struct store_msg sm;
+    struct store_rcpt *srcpts;
+};
+
+struct smtp_write {
+    uv_write_t req;
+    struct smtp_session *s;
+    size_t len;
+    char data[];
+};
+
+typedef void (*smtp_proceed_fn)(struct smtp_session *s, struct smtp_cmd *c);
+
+/* Command table flags. */
+#define SMTP_CF_NOARG 0x01 /* no argument allowed (501 5.5.4) */
+#define SMTP_CF_JUNK 0x02  /* does no work: counts toward SMTP_JUNK_MAX */
+
+struct smtp_cmd_def {
+    enum smtp_verb verb;
+    unsigned states; /* where the verb is allowed */
+    unsigned flags;
+    smtp_proceed_fn proceed;
+    const char *bad_seq; /* reply text when not allowed */
+};
+
+static void smtp_session_process(struct smtp_session *s);
+static void smtp_session_close(struct smtp_session *s, const char *reason);
+static void smtp_flush(struct smtp_session *s);
+static void smtp_update_reading(struct smtp_session *s);
+
+/* ---- state ----------------------------------------------------------- */
+
+static void
+smtp_session_enter(struct smtp_session *s, enum smtp_state next)
+{
+    if (s->state == next)
+        return;
+    log_debug("event=smtp.state sid=%s from=%s to=%s", s->sid,
+              smtp_state_names[s->state], smtp_state_names[next]);
+    s->state = next;
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+static void
+smtp_reply(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+smtp_reply(struct smtp_session *s, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 3)
+        n = sizeof(line) - 3;
+    line[n++] = '\r';
+    line[n++] = '\n';
+    if (buf_append(&s->out, line, (size_t)n) != 0) {
+        /* Replies pile up only if the client never reads them; we stop
+           reading long before this, so this is a client we drop. */
+        smtp_session_close(s, "output overflow");
+        return;
+    }
+    if (line[0] == '4' || line[0] == '5')
+        log_info("event=smtp.reply sid=%s state=%s reply=\"%.*s\"", s->sid,
+                 smtp_state_names[s->state], n - 2, line);
+}
+
+/* A client error: replied, counted; too many end the session (§4.5.3.2
+   budget; Postfix's smtpd_hard_error_limit). */
+static void
+smtp_error(struct smtp_session *s)
+{
+    s->errors++;
+    s->n->stats.protocol_errors++;
+    if (s->errors >= s->cfg->max_errors) {
+        smtp_reply(s, "421 4.7.0 %s Error: too many errors",
+                   s->cfg->hostname);
+        smtp_session_close(s, "too many errors");
+    }
+}
+
+/* ---- transaction ------------------------------------------------------- */
+
+static void
+smtp_txn_reset(struct smtp_session *s)
+{
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        free(s->rcpts[i].addr);
+        free(s->rcpts[i].mailbox);
+        free(s->rcpts[i].orcpt);
+    }
+    s->nrcpts = 0;
+    free(s->mail_from);
+    s->mail_from = NULL;
+    free(s->envid);
+    s->envid = NULL;
+    free(s->srcpts);
+    s->srcpts = NULL;
+    s->smtputf8 = 0;
+    s->body = STORE_BODY_7BIT;
+    s->ret = STORE_RET_UNSPEC;
+    s->qid[0] = '\0';
+    s->data_started = 0;
+    /* Keep a small message buffer around; give big ones back. */
+    if (s->msg.cap > 256 * 1024)
+        buf_cleanup(&s->msg);
+    else
+        buf_reset(&s->msg);
+}
+
+static void
+smtp_txn_end(struct smtp_session *s)
+{
+    smtp_txn_reset(s);
+    smtp_session_enter(s, SMTP_S_READY);
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static char *
+smtp_strndup(const char *p, size_t len)
+{
+    char *d = malloc(len + 1);
+
+    if (d == NULL)
+        return NULL;
+    memcpy(d, p, len);
+    d[len] = '\0';
+    return d;
+}
+
+static void
+smtp_rfc5322_date(char *out, size_t outsz, time_t t)
+{
+    struct tm tm;
+
+    localtime_r(&t, &tm);
+    strftime(out, outsz, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
+static const struct smtp_param *
+smtp_find_param(const struct smtp_cmd *c, const char *key)
+{
+    for (size_t i = 0; i < c->nparams; i++) {
+        if (smtp_slice_eq(c->params[i].key, key))
+            return &c->params[i];
+    }
+    return NULL;
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+static void
+smtp_do_helo(struct smtp_session *s, struct smtp_cmd *c)
+{
+    int ehlo = c->verb == SMTP_V_EHLO;
+    const struct node_config *cfg = s->cfg;
+
+    if (c->arg.len == 0) {
+        smtp_reply(s, "501 5.5.4 Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
+        smtp_error(s);
+        return;
+    }
+    if (c->arg.len >= sizeof(s->helo)) {
+        smtp_reply(s, "501 5.5.4 Hostname too long");
+        smtp_error(s);
+        return;
+    }
+    /* RFC 5321 §4.1.4: EHLO / HELO also reset any transaction. */
+    smtp_txn_reset(s);
+    memcpy(s->helo, c->arg.p, c->arg.len);
+    s->helo[c->arg.len] = '\0';
+    s->esmtp = ehlo;
+    smtp_session_enter(s, SMTP_S_READY);
+    if (!ehlo) {
+        smtp_reply(s, "250 %s", cfg->hostname);
+        return;
+    }
+    /* RFC 5321 §4.1.1.1; one keyword a line. STARTTLS and AUTH join this
+       list when TLS lands. */
+    smtp_reply(s, "250-%s Hello %s [%s]", cfg->hostname, s->helo,
+               s->has_peer ? s->peer_ip : "unknown");
+    smtp_reply(s, "250-PIPELINING");                          /* RFC 2920 */
+    smtp_reply(s, "250-SIZE %" PRIu64, cfg->max_message_size); /* RFC 1870 */
+    smtp_reply(s, "250-8BITMIME");                            /* RFC 6152 */
+    smtp_reply(s, "250-ENHANCEDSTATUSCODES");                 /* RFC 2034 */
+    smtp_reply(s, "250-SMTPUTF8");                            /* RFC 6531 */
+    smtp_reply(s, "250-CHUNKING");                            /* RFC 3030 */
+    smtp_reply(s, "250 DSN");                                 /* RFC 3461 */
+}
+
+static void
+smtp_do_mail(struct smtp_session *s, struct smtp_cmd *c)
+{
+    const struct node_config *cfg = s->cfg;
+    int smtputf8 = 0;
+    enum store_body body = STORE_BODY_7BIT;
+    enum store_ret ret = STORE_RET_UNSPEC;
+    const char *envid = NULL;
+    size_t envid_len = 0;
+
+    if (c->nparams && !s->esmtp) {
+        smtp_reply(s, "555 5.5.4 MAIL parameters need EHLO");
+        smtp_error(s);
+        return;
+    }
+    for (size_t i = 0; i < c->nparams; i++) {
+        const struct smtp_param *p = &c->params[i];
+        if (smtp_slice_eq(p->key, "SIZE")) {
+            uint64_t size;
+            if (smtp_param_size(p->value, &size) != 0) {
+                smtp_reply(s, "501 5.5.4 Bad SIZE parameter");
+                smtp_error(s);
+                return;
+            }
+            /* RFC 1870 §6.3: refuse at MAIL when the declared size is
+               already over our limit. */
+            if (size > cfg->max_message_size) {
+                smtp_reply(s,
+                           "552 5.3.4 Message size exceeds fixed limit of "
+                           "%" PRIu64 " bytes",
+                           cfg->max_message_size);
+                smtp_error(s);
+                return;
+            }
+        } else if (smtp_slice_eq(p->key, "BODY")) {
+            if (smtp_slice_eq(p->value, "7BIT")) {
+                body = STORE_BODY_7BIT;
+            } else if (smtp_slice_eq(p->value, "8BITMIME")) {
+                body = STORE_BODY_8BITMIME;
+            } else {
+                /* BINARYMIME (RFC 3030) is not advertised. */
+                smtp_reply(s, "555 5.5.4 Unsupported BODY type");
+                smtp_error(s);
+                return;
+            }
+        } else if (smtp_slice_eq(p->key, "SMTPUTF8")) {
+            if (p->value.p != NULL) {
+                smtp_reply(s, "555 5.5.4 SMTPUTF8 takes no value");
+                smtp_error(s);
+                return;
+            }
+            smtputf8 = 1;
+        } else if (smtp_slice_eq(p->key, "RET")) {
+            /* RFC 3461 §4.3 */
+            if (smtp_slice_eq(p->value, "FULL")) {
+                ret = STORE_RET_FULL;
+            } else if (smtp_slice_eq(p->value, "HDRS")) {
+                ret = STORE_RET_HDRS;
+            } else {
+                smtp_reply(s, "501 5.5.4 RET must be FULL or HDRS");
+                smtp_error(s);
+                return;
+            }
+        } else if (smtp_slice_eq(p->key, "ENVID")) {
+            /* RFC 3461 §4.4 */
+            if (p->value.len == 0 || p->value.len > SMTP_ENVID_MAX ||
+                smtp_param_xtext_ok(p->value) != 0) {
+                smtp_reply(s, "501 5.5.4 Bad ENVID parameter");
+                smtp_error(s);
+                return;
+            }
+            envid = p->value.p;
+            envid_len = p->value.len;
+        } else {
+            smtp_reply(s, "555 5.5.4 Unsupported parameter %.*s",
+                       (int)(p->key.len > 32 ? 32 : p->key.len), p->key.p);
+            smtp_error(s);
+            return;
+        }
+    }
+    /* RFC 6531 §3.4: a UTF-8 address needs SMTPUTF8 on this MAIL. */
+    if (c->path_utf8 && !smtputf8) {
+        smtp_reply(s, "553 5.6.7 UTF-8 address needs the SMTPUTF8 "
+                      "parameter");
+        smtp_error(s);
+        return;
+    }
+    s->mail_from = smtp_strndup(c->path.p, c->path.len);
+    if (envid)
+        s->envid = smtp_strndup(envid, envid_len);
+    if (s->mail_from == NULL || (envid && s->envid == NULL)) {
+        smtp_reply(s, "451 4.3.0 Out of memory, try again later");
+        smtp_txn_reset(s);
+        return;
+    }
+    s->smtputf8 = smtputf8;
+    s->body = body;
+    s->ret = ret;
+    smtp_session_enter(s, SMTP_S_MAIL);
+    smtp_reply(s, "250 2.1.0 Ok");
+}
+
+/* The domain part of a path, after the last '@' (quoted local parts may
+   contain '@'); NULL when there is none. */
+static const char *
+smtp_path_domain(const char *addr, size_t len, size_t *dlen)
+{
+    for (size_t i = len; i > 0; i--) {
+        if (addr[i - 1] == '@') {
+            *dlen = len - i;
+            return addr + i;
+        }
+    }
+    return NULL;
+}
+
+struct smtp_user_probe {
+    int found;
+};
+
+static int
+smtp_user_found(void *arg, const struct store_user *u)
+{
+    struct smtp_user_probe *pr = arg;
+
+    (void)u;
+    pr->found = 1;
+    return 0;
+}
+
+static void
+smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
+{
+    const struct node_config *cfg = s->cfg;
+    struct smtp_rcpt r = {0};
+    char canon[STORE_ADDR_MAX];
+    const char *domain;
+    size_t dlen = 0;
+    const char *mailbox = NULL;
+    int postmaster = 0;
+
+    if (c->null_path) {
+        smtp_reply(s, "501 5.1.3 Null recipient address not allowed");
+        smtp_error(s);
+        return;
+    }
+    if (s->nrcpts >= cfg->max_recipients) {
+        /* RFC 5321 §4.5.3.1.10: 452 for too many recipients, the client
+           sends the rest in another transaction. */
+        smtp_reply(s, "452 4.5.3 Too many recipients");
+        s->n->stats.rcpt_rejected++;
+        return;
+    }
+    if (c->path_utf8 && !s->smtputf8) {
+        smtp_reply(s, "553 5.6.7 UTF-8 address needs SMTPUTF8 on MAIL");
+        smtp_error(s);
+        return;
+    }
+    if (c->nparams && !s->esmtp) {
+        smtp_reply(s, "555 5.5.4 RCPT parameters need EHLO");
+        smtp_error(s);
+        return;
+    }
+    for (size_t i = 0; i < c->nparams; i++) {
+        const struct smtp_param *p = &c->params[i];
+        if (smtp_slice_eq(p->key, "NOTIFY")) {
+            if (smtp_param_notify(p->value, &r.notify) != 0) {
+                smtp_reply(s, "501 5.5.4 Bad NOTIFY parameter");
+                smtp_error(s);
+                return;
+            }
+        } else if (smtp_slice_eq(p->key, "ORCPT")) {
+            /* RFC 3461 §4.2: addr-type ";" xtext */
+            const char *semi =
+                p->value.p ? memchr(p->value.p, ';', p->value.len) : NULL;
+            struct smtp_slice x;
+            if (semi == NULL || semi == p->value.p ||
+                p->value.len > SMTP_ORCPT_MAX) {
+                smtp_reply(s, "501 5.5.4 Bad ORCPT parameter");
+                smtp_error(s);
+                return;
+            }
+            x.p = semi + 1;
+            x.len = p->value.len - (size_t)(x.p - p->value.p);
+            if (x.len == 0 || smtp_param_xtext_ok(x) != 0) {
+                smtp_reply(s, "501 5.5.4 Bad ORCPT parameter");
+                smtp_error(s);
+                return;
+            }
+            free(r.orcpt);
+            r.orcpt = smtp_strndup(p->value.p, p->value.len);
+            if (r.orcpt == NULL)
+                goto nomem;
+        } else {
+            smtp_reply(s, "555 5.5.4 Unsupported parameter %.*s",
+                       (int)(p->key.len > 32 ? 32 : p->key.len), p->key.p);
+            smtp_error(s);
+            free(r.orcpt);
+            return;
+        }
+    }
+
+    domain = smtp_path_domain(c->path.p, c->path.len, &dlen);
+    if (domain == NULL) {
+        /* RFC 5321 §4.1.1.3: "Postmaster" alone must be accepted. */
+        if (smtp_slice_eq(c->path, "postmaster")) {
+            postmaster = 1;
+        } else {
+            smtp_reply(s, "501 5.1.3 Recipient address needs a domain");
+            smtp_error(s);
+            free(r.orcpt);
+            return;
+        }
+    }
+    if (postmaster ||
+        node_config_local_domain(cfg, domain, dlen)) {
+        size_t llen = postmaster ? c->path.len : c->path.len - dlen - 1;
+        struct smtp_slice local = {c->path.p, llen};
+        if (postmaster || smtp_slice_eq(local, "postmaster")) {
+            /* RFC 5321 §4.5.1: postmaster is always accepted. */
+            mailbox = cfg->postmaster;
+        } else {
+            struct smtp_user_probe pr = {0};
+            char addr[STORE_ADDR_MAX];
+            int rc;
+            if (c->path.len >= sizeof(addr)) {
+                smtp_reply(s, "501 5.1.3 Address too long");
+                smtp_error(s);
+                free(r.orcpt);
+                return;
+            }
+            memcpy(addr, c->path.p, c->path.len);
+            addr[c->path.len] = '\0';
+            rc = store_addr_canon(addr, canon, sizeof(canon));
+            if (rc == 0)
+                rc = store_user_get(s->n->store, canon, smtp_user_found,
+                                    &pr);
+            if (rc == RM_E_NOTFOUND || (rc == 0 && !pr.found)) {
+                smtp_reply(s,
+                           "550 5.1.1 <%s>: Recipient address rejected: "
+                           "User unknown in local recipient table",
+                           addr);
+                s->n->stats.rcpt_rejected++;
+                smtp_error(s);
+                free(r.orcpt);
+                return;
+            }
+            if (rc != 0) {
+                log_err("event=smtp.user_lookup_failed sid=%s err=\"%s\"",
+                        s->sid, rm_strerror(rc));
+                smtp_reply(s, "451 4.3.0 Temporary lookup failure");
+                free(r.orcpt);
+                return;
+            }
+            mailbox = canon;
+        }
+        r.route = STORE_ROUTE_LOCAL;
+    } else if (s->trusted) {
+        r.route = STORE_ROUTE_REMOTE;
+    } else {
+        smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied",
+                   (int)c->path.len, c->path.p);
+        s->n->stats.rcpt_rejected++;
+        smtp_error(s);
+        free(r.orcpt);
+        return;
+    }
+
+    /* The same mailbox twice in one transaction is delivered once. */
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        const struct smtp_rcpt *o = &s->rcpts[i];
+        if (mailbox && o->mailbox && strcmp(o->mailbox, mailbox) == 0) {
+            free(r.orcpt);
+            smtp_reply(s, "250 2.1.5 Ok");
+            return;
+        }
+    }
+    if (s->nrcpts == s->rcap) {
+        size_t ncap = s->rcap ? s->rcap * 2 : 4;
+        struct smtp_rcpt *nr = realloc(s->rcpts, ncap * sizeof(*nr));
+        if (nr == NULL)
+            goto nomem;
+        s->rcpts = nr;
+        s->rcap = ncap;
+    }
+    r.addr = smtp_strndup(c->path.p, c->path.len);
+    if (mailbox) {
+        r.mailbox = strdup(mailbox);
+        if (r.mailbox == NULL)
+            goto nomem;
+    }
+    if (r.addr == NULL)
+        goto nomem;
+    s->rcpts[s->nrcpts++] = r;
+    smtp_session_enter(s, SMTP_S_RCPT);
+    smtp_reply(s, "250 2.1.5 Ok");
+    return;
+
+nomem:
+    free(r.addr);
+    free(r.mailbox);
+    free(r.orcpt);
+    smtp_reply(s, "451 4.3.0 Out of memory, try again later");
+}
+
+/* Our trace header, in front of the message (RFC 5321 §4.4). */
+static int
+smtp_begin_message(struct smtp_session *s)
+{
+    const char *proto;
+    char date[64];
+    int r;
+
+    store_qid_new(s->n->store, s->qid);
+    buf_init(&s->msg, s->cfg->max_message_size + SMTP_TRACE_MAX);
+    smtp_data_init(&s->ds);
+    s->ds.max_line = s->cfg->max_text_line;
+    s->ds.max_header = s->cfg->max_header_size;
+    s->ds.max_size = s->cfg->max_message_size;
+    s->ds.max_received = s->cfg->max_received;
+    s->ds.normalise = s->cfg->bare_lf == NODE_BARE_NORMALISE;
+    /* RFC 3848 protocol names; RFC 6531 §3.7.3 for UTF8SMTP. */
+    if (s->smtputf8)
+        proto = "UTF8SMTP";
+    else
+        proto = s->esmtp ? "ESMTP" : "SMTP";
+    smtp_rfc5322_date(date, sizeof(date), time(NULL));
+    if (s->nrcpts == 1)
+        r = buf_appendf(&s->msg,
+                        "Received: from %s (%s%s%s)\r\n\tby %s (relaymesh) "
+                        "with %s id %s\r\n\tfor <%s>; %s\r\n",
+                        s->helo, s->has_peer ? "[" : "",
+                        s->has_peer ? s->peer_ip : "unknown",
+                        s->has_peer ? "]" : "", s->cfg->hostname, proto,
+                        s->qid, s->rcpts[0].addr, date);
+    else
+        r = buf_appendf(&s->msg,
+                        "Received: from %s (%s%s%s)\r\n\tby %s (relaymesh) "
+                        "with %s id %s;\r\n\t%s\r\n",
+                        s->helo, s->has_peer ? "[" : "",
+                        s->has_peer ? s->peer_ip : "unknown",
+                        s->has_peer ? "]" : "", s->cfg->hostname, proto,
+                        s->qid, date);
+    s->data_started = 1;
+    return r;
+}
+
+static int
+smtp_msg_out(void *arg, const char *p, size_t len)
+{
+    struct smtp_session *s = arg;
+
+    return buf_append(&s->msg, p, len);
+}
+
+static void
+smtp_do_data(struct smtp_session *s, struct smtp_cmd *c)
+{
+    (void)c;
+    if (smtp_begin_message(s) != 0) {
+        smtp_reply(s, "451 4.3.0 Out of memory, try again later");
+        smtp_txn_end(s);
+        return;
+    }
+    smtp_session_enter(s, SMTP_S_DATA);
+    smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void smtp_commit_done(void *arg, int status);
+
+/* The message is complete: judge it, then hand it to the store. The reply
+   is sent from smtp_commit_done() (durability before 250). */
+static void
+smtp_end_message(struct smtp_session *s)
+{
+    struct smtp_data_state *ds = &s->ds;
+    int rc;
+
+    if (ds->error != SMTP_DERR_NONE || ds->cb_error != 0) {
+        s->n->stats.messages_rejected++;
+        switch (ds->error) {
+        case SMTP_DERR_BARE_CR:
+        case SMTP_DERR_BARE_LF:
+            /* RFC 5321 §2.3.8: CR and LF only as CRLF (SMTP smuggling). */
+            smtp_reply(s, "550 5.6.0 Message contains bare %s; use CRLF "
+                          "line ends",
+                       ds->error == SMTP_DERR_BARE_CR ? "CR" : "LF");
+            break;
+        case SMTP_DERR_LINE_TOOLONG:
+            smtp_reply(s, "500 5.5.2 Message text line longer than %zu "
+                          "bytes (RFC 5321 4.5.3.1.6)",
+                       s->cfg->max_text_line);
+            break;
+        case SMTP_DERR_HDR_TOOBIG:
+            smtp_reply(s, "552 5.3.4 Message header exceeds limit of %zu "
+                          "bytes",
+                       s->cfg->max_header_size);
+            break;
+        case SMTP_DERR_TOOBIG:
+            smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit of "
+                          "%" PRIu64 " bytes",
+                       s->cfg->max_message_size);
+            break;
+        case SMTP_DERR_LOOP:
+            smtp_reply(s, "554 5.4.6 Too many hops: more than %u Received "
+                          "headers (mail loop?)",
+                       s->cfg->max_received);
+            break;
+        case SMTP_DERR_8BIT:
+        case SMTP_DERR_NONE:
+            /* cb_error: our buffer refused the bytes. */
+            if (ds->cb_error == RM_E_TOOBIG)
+                smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit "
+                              "of %" PRIu64 " bytes",
+                           s->cfg->max_message_size);
+            else
+                smtp_reply(s, "451 4.3.0 Out of memory, try again later");
+            break;
+        }
+        log_info("event=smtp.reject_message sid=%s qid=%s err=%d", s->sid,
+                 s->qid, (int)ds->error);
+        smtp_error(s);
+        if (!s->closing)
+            smtp_txn_end(s);
+        return;
+    }
+
+    s->srcpts = calloc(s->nrcpts, sizeof(*s->srcpts));
+    if (s->srcpts == NULL) {
+        smtp_reply(s, "451 4.3.0 Out of memory, try again later");
+        smtp_txn_end(s);
+        return;
+    }
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        s->srcpts[i].addr = s->rcpts[i].addr;
+        s->srcpts[i].mailbox = s->rcpts[i].mailbox;
+        s->srcpts[i].orcpt = s->rcpts[i].orcpt;
+        s->srcpts[i].notify = s->rcpts[i].notify;
+        s->srcpts[i].route = s->rcpts[i].route;
+    }
+    memset(&s->sm, 0, sizeof(s->sm));
+    memcpy(s->sm.qid, s->qid, sizeof(s->sm.qid));
+    s->sm.mail_from = s->mail_from;
+    s->sm.envid = s->envid;
+    s->sm.ret = s->ret;
+    s->sm.body_type = s->body;
+    s->sm.smtputf8 = s->smtputf8;
+    s->sm.arrival = (int64_t)time(NULL);
+    s->sm.client = s->helo;
+    s->sm.hdr_from = ds->from;
+    s->sm.hdr_subject = ds->subject;
+    s->sm.hdr_msgid = ds->msgid;
+    s->sm.hdr_date = ds->date;
+    s->sm.rcpts = s->srcpts;
+    s->sm.nrcpts = s->nrcpts;
+    s->sm.data = s->msg.data;
+    s->sm.len = s->msg.len;
+    rc = store_msg_accept(s->n->store, &s->sm, smtp_commit_done, s);
+    if (rc != 0) {
+        log_err("event=smtp.store_submit_failed sid=%s qid=%s err=\"%s\"",
+                s->sid, s->qid, rm_strerror(rc));
+        smtp_reply(s, "451 4.3.0 Local error in processing, try again "
+                      "later");
+        smtp_txn_end(s);
+        return;
+    }
+    s->store_pending = 1;
+    smtp_session_enter(s, SMTP_S_COMMIT);
+}
+
+static void
+smtp_commit_done(void *arg, int status)
+{
+    struct smtp_session *s = arg;
+    struct node *n = s->n;
+
+    s->store_pending = 0;
+    if (status == 0) {
+        uint32_t local[64];
+        size_t nl = 0;
+
+        n->stats.messages_accepted++;
+        n->stats.recipients_accepted += s->nrcpts;
+        s->msgs++;
+        s->junk = 0;
+        log_info("event=smtp.accept sid=%s qid=%s from=<%s> rcpts=%zu "
+                 "size=%zu",
+                 s->sid, s->qid, s->mail_from, s->nrcpts, s->msg.len);
+        /* Hand local recipients to the queue manager whatever happens to
+           the connection now: the message is durable. */
+        for (size_t i = 0; i < s->nrcpts; i++) {
+            if (s->rcpts[i].route != STORE_ROUTE_LOCAL)
+                continue;
+            local[nl++] = (uint32_t)i;
+            if (nl == sizeof(local) / sizeof(local[0])) {
+                if (n->queue)
+                    node_queue_local(n->queue, s->qid, local, nl);
+                nl = 0;
+            }
+        }
+        if (nl && n->queue)
+            node_queue_local(n->queue, s->qid, local, nl);
+        if (!s->closing)
+            smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+    } else {
+        n->stats.messages_rejected++;
+        if (status == RM_E_FULL) {
+            n->stats.store_full++;
+            log_warn("event=smtp.store_full sid=%s qid=%s", s->sid, s->qid);
+            if (!s->closing)
+                smtp_reply(s, "452 4.3.1 Insufficient system storage");
+        } else {
+            log_err("event=smtp.commit_failed sid=%s qid=%s err=\"%s\"",
+                    s->sid, s->qid, rm_strerror(status));
+            if (!s->closing)
+                smtp_reply(s, "451 4.3.0 Local error in processing, try "
+                              "again later");
+        }
+    }
+    if (s->closing) {
+        smtp_txn_reset(s);
+        /* The connection went while we committed: finish tearing down. */
+        smtp_session_close(s, s->close_reason);
+        return;
+    }
+    smtp_txn_end(s);
+    if (s->draining) {
+        smtp_reply(s, "421 4.3.2 %s Service shutting down",
+                   s->cfg->hostname);
+        smtp_session_close(s, "shutdown");
+        smtp_flush(s);
+        return;
+    }
+    /* Pipelined commands may be waiting. */
+    smtp_session_process(s);
+}
+
+static void
+smtp_do_bdat(struct smtp_session *s, struct smtp_cmd *c)
+{
+    uint64_t size;
+    int last;
+
+    /* RFC 3030 §2 / §4: BDAT size [LAST]. */
+    if (smtp_bdat_arg(c->arg, &size, &last) != 0) {
+        smtp_reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+        smtp_error(s);
+        return;
+    }
+    s->bdat_left = size;
+    s->bdat_last = last;
+    s->bdat_discard = 0;
+    s->bdat_reply = NULL;
+    if (s->state != SMTP_S_RCPT && s->state != SMTP_S_CHUNKING) {
+        /* The chunk's bytes must still be read and dropped, or they
+           would be taken for commands. */
+        s->bdat_discard = 1;
+        s->bdat_return = s->state;
+        s->bdat_reply = s->state == SMTP_S_MAIL || s->state == SMTP_S_READY ||
+                                s->state == SMTP_S_INIT
+                            ? "503 5.5.1 Error: need RCPT command"
+                            : "503 5.5.1 Error: bad sequence of commands";
+    } else if (!s->data_started) {
+        if (smtp_begin_message(s) != 0) {
+            s->bdat_discard = 1;
+            s->bdat_return = SMTP_S_READY;
+            s->bdat_reply = "451 4.3.0 Out of memory, try again later";
+            smtp_txn_reset(s);
+        }
+    }
+    smtp_session_enter(s, SMTP_S_BDAT);
+}
+
+static void
+smtp_bdat_chunk_done(struct smtp_session *s)
+{
+    if (s->bdat_discard) {
+        smtp_session_enter(s, s->bdat_return);
+        smtp_reply(s, "%s", s->bdat_reply);
+        smtp_error(s);
+        return;
+    }
+    if (s->ds.error != SMTP_DERR_NONE || s->ds.cb_error != 0) {
+        /* RFC 3030 §2: a failed chunk fails the transaction. */
+        smtp_end_message(s);
+        return;
+    }
+    if (!s->bdat_last) {
+        smtp_session_enter(s, SMTP_S_CHUNKING);
+        smtp_reply(s, "250 2.0.0 %" PRIu64 " bytes received",
+                   s->ds.size);
+        return;
+    }
+    smtp_end_message(s);
+}
+
+static void
+smtp_do_rset(struct smtp_session *s, struct smtp_cmd *c)
+{
+    (void)c;
+    smtp_txn_reset(s);
+    if (s->state != SMTP_S_INIT)
+        smtp_session_enter(s, SMTP_S_READY);
+    smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void
+smtp_do_noop(struct smtp_session *s, struct smtp_cmd *c)
+{
+    (void)c;
+    smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void
+smtp_do_vrfy(struct smtp_session *s, struct smtp_cmd *c)
+{
+    (void)c;
+    /* RFC 5321 §3.5.3: 252 when we will not verify but will accept. */
+    smtp_reply(s, "252 2.5.0 Cannot VRFY user, but will accept message "
+                  "and attempt delivery");
+}
+
+static void
+smtp_do_expn(struct smtp_session *s, struct smtp_cmd *c)
+{
+    (void)c;
+    smtp_reply(s, "502 5.5.1 EXPN not available");
+}
+
+static void
+smtp_do_help(struct smtp_session *s, struct smtp_cmd *c)
+{
+    (void)c;
+    smtp_reply(s, "214-2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET");
+    smtp_reply(s, "214-2.0.0 NOOP VRFY HELP QUIT");
+    smtp_reply(s, "214 2.0.0 See RFC 5321");
+}
+
+static void
+smtp_do_quit(struct smtp_session *s, struct smtp_cmd *c)
+{
+    (void)c;
+    smtp_reply(s, "221 2.0.0 %s closing connection", s->cfg->hostname);
+    smtp_session_close(s, "quit");
+}
+
+/* STARTTLS and AUTH: the seam for the TLS issue. Known verbs so that the
+   reply says "not implemented" rather than "unknown". */
+static void
+smtp_do_notimpl(struct smtp_session *s, struct smtp_cmd *c)
+{
+    smtp_reply(s, "502 5.5.1 %s not available", smtp_verb_name(c->verb));
+    smtp_error(s);
+}
+
+#define ST_SESSION (ST(INIT) | ST(READY) | ST(MAIL) | ST(RCPT) | ST(CHUNKING))
+
+static const struct smtp_cmd_def smtp_cmds[] = {
+    {SMTP_V_HELO, ST_SESSION, 0, smtp_do_helo, NULL},
+    {SMTP_V_EHLO, ST_SESSION, 0, smtp_do_helo, NULL},
+    {SMTP_V_MAIL, ST(READY), 0, smtp_do_mail,
+     "503 5.5.1 Error: nested MAIL command"},
+    {SMTP_V_RCPT, ST(MAIL) | ST(RCPT), 0, smtp_do_rcpt,
+     "503 5.5.1 Error: need MAIL command"},
+    {SMTP_V_DATA, ST(RCPT), SMTP_CF_NOARG, smtp_do_data,
+     "503 5.5.1 Error: need RCPT command"},
+    {SMTP_V_BDAT, ST_SESSION, 0, smtp_do_bdat, NULL},
+    {SMTP_V_RSET, ST_SESSION, SMTP_CF_NOARG | SMTP_CF_JUNK, smtp_do_rset,
+     NULL},
+    {SMTP_V_NOOP, ST_SESSION, SMTP_CF_JUNK, smtp_do_noop, NULL},
+    {SMTP_V_VRFY, ST_SESSION, SMTP_CF_JUNK, smtp_do_vrfy, NULL},
+    {SMTP_V_EXPN, ST_SESSION, SMTP_CF_JUNK, smtp_do_expn, NULL},
+    {SMTP_V_HELP, ST_SESSION, SMTP_CF_JUNK, smtp_do_help, NULL},
+    {SMTP_V_QUIT, ST_SESSION, SMTP_CF_NOARG, smtp_do_quit, NULL},
+    {SMTP_V_STARTTLS, ST_SESSION, 0, smtp_do_notimpl, NULL},
+    {SMTP_V_AUTH, ST_SESSION, 0, smtp_do_notimpl, NULL},
+};
+
+static const struct smtp_cmd_def *
+smtp_cmd_lookup(enum smtp_verb v)
+{
+    for (size_t i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++) {
+        if (smtp_cmds[i].verb == v)
+            return &smtp_cmds[i];
+    }
+    return NULL;
+}
+
+static void
+smtp_reply_perr(struct smtp_session *s, enum smtp_verb v, enum smtp_perr e)
+{
+    const char *what = v == SMTP_V_MAIL ? "sender" : "recipient";
+
+    switch (e) {
+    case SMTP_PERR_OK:
+        return;
+    case SMTP_PERR_SYNTAX:
+        if (v == SMTP_V_MAIL)
+            smtp_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+        else if (v == SMTP_V_RCPT)
+            smtp_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+        else
+            smtp_reply(s, "501 5.5.4 Syntax error in parameters");
+        break;
+    case SMTP_PERR_PATH:
+        smtp_reply(s, "501 5.1.%d Bad %s address syntax",
+                   v == SMTP_V_MAIL ? 7 : 3, what);
+        break;
+    case SMTP_PERR_PATH_TOOLONG:
+        /* RFC 5321 §4.5.3.1.1-3 */
+        smtp_reply(s, "501 5.1.%d %s address too long",
+                   v == SMTP_V_MAIL ? 7 : 3,
+                   v == SMTP_V_MAIL ? "Sender" : "Recipient");
+        break;
+    case SMTP_PERR_PARAM:
+        smtp_reply(s, "555 5.5.4 Malformed parameter");
+        break;
+    case SMTP_PERR_PARAM_DUP:
+        smtp_reply(s, "555 5.5.4 Parameter given twice");
+        break;
+    case SMTP_PERR_TOOMANY:
+        smtp_reply(s, "555 5.5.4 Too many parameters");
+        break;
+    case SMTP_PERR_UTF8:
+        smtp_reply(s, "553 5.6.7 UTF-8 address needs SMTPUTF8");
+        break;
+    }
+    smtp_error(s);
+}
+
+static void
+smtp_handle_line(struct smtp_session *s, const char *line, size_t len)
+{
+    struct smtp_cmd c;
+    const struct smtp_cmd_def *def;
+    enum smtp_perr pe;
+
+    /* SMTPUTF8 addresses are judged against the MAIL parameter by the
+       handlers, so the parser may accept UTF-8 whenever EHLO was used. */
+    pe = smtp_cmd_parse(line, len, s->esmtp, &c);
+    def = smtp_cmd_lookup(c.verb);
+    if (def == NULL) {
+        smtp_reply(s, "500 5.5.2 Error: command not recognized");
+        smtp_error(s);
+        return;
+    }
+    log_debug("event=smtp.cmd sid=%s verb=%s state=%s", s->sid,
+              smtp_verb_name(c.verb), smtp_state_names[s->state]);
+    if (def->flags & SMTP_CF_JUNK) {
+        if (++s->junk > SMTP_JUNK_MAX) {
+            smtp_reply(s, "421 4.7.0 %s Error: too many commands without "
+                          "mail",
+                       s->cfg->hostname);
+            smtp_session_close(s, "junk commands");
+            return;
+        }
+    }
+    if (!(def->states & (1u << s->state))) {
+        if (s->state == SMTP_S_INIT &&
+            (c.verb == SMTP_V_MAIL || c.verb == SMTP_V_RCPT ||
+             c.verb == SMTP_V_DATA))
+            smtp_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+        else if (def->bad_seq)
+            smtp_reply(s, "%s", def->bad_seq);
+        else
+            smtp_reply(s, "503 5.5.1 Error: bad sequence of commands");
+        smtp_error(s);
+        return;
+    }
+    if (pe != SMTP_PERR_OK) {
+        smtp_reply_perr(s, c.verb, pe);
+        return;
+    }
+    if ((def->flags & SMTP_CF_NOARG) && c.arg.len != 0) {
+        smtp_reply(s, "501 5.5.4 Syntax: %s takes no argument",
+                   smtp_verb_name(c.verb));
+        smtp_error(s);
+        return;
+    }
+    def->proceed(s, &c);
+}
+
+/* ---- input ------------------------------------------------------------ */
+
+static void
+smtp_session_process(struct smtp_session *s)
+{
+    size_t off = 0;
+
+    while (!s->closing && s->state != SMTP_S_COMMIT &&
+           s->wpending < SMTP_WPENDING_MAX) {
+        const char *p = s->in.data + off;
+        size_t avail = s->in.len - off;
+        size_t used = 0;
+        struct smtp_slice line;
+
+        if (s->state == SMTP_S_DATA) {
+            enum smtp_data_res r;
+            if (avail == 0)
+                break;
+            r = smtp_data_feed(&s->ds, p, avail, &used,
+                               s->ds.error || s->ds.cb_error ? NULL
+                                                             : smtp_msg_out,
+                               s);
+            off += used;
+            if (r == SMTP_DATA_END)
+                smtp_end_message(s);
+            else if (r == SMTP_DATA_AGAIN)
+                break;
+            continue;
+        }
+        if (s->state == SMTP_S_BDAT) {
+            size_t take = avail;
+            if ((uint64_t)take > s->bdat_left)
+                take = (size_t)s->bdat_left;
+            if (take && !s->bdat_discard && !s->ds.error && !s->ds.cb_error)
+                smtp_bdat_feed(&s->ds, p, take, smtp_msg_out, s);
+            off += take;
+            s->bdat_left -= take;
+            if (s->bdat_left == 0) {
+                smtp_bdat_chunk_done(s);
+                continue;
+            }
+            break;
+        }
+        if (avail == 0)
+            break;
+        switch (smtp_line_next(&s->ls, p, avail, &line, &used)) {
+        case SMTP_TOK_AGAIN:
+            off += used;
+            goto out;
+        case SMTP_TOK_LINE:
+            off += used;
+            smtp_handle_line(s, line.p, line.len);
+            break;
+        case SMTP_TOK_TOOLONG:
+            off += used;
+            /* RFC 5321 §4.5.3.1.4 */
+            smtp_reply(s, "500 5.5.2 Error: command line longer than %zu "
+                          "bytes",
+                       s->cfg->max_command_line);
+            smtp_error(s);
+            break;
+        case SMTP_TOK_BARELF:
+            off += used;
+            /* RFC 5321 §2.3.8 */
+            smtp_reply(s, "500 5.5.2 Error: bare LF in command; use CRLF");
+            smtp_error(s);
+            break;
+        }
+    }
+out:
+    if (off) {
+        memmove(s->in.data, s->in.data + off, s->in.len - off);
+        s->in.len -= off;
+        s->in.data[s->in.len] = '\0';
+    }
+    smtp_flush(s);
+    smtp_update_reading(s);
+}
+
+static void
+smtp_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    (void)h;
+    (void)hint;
+    /* Allocated per read and freed in read_cb: an idle session holds no
+       read buffer at all. */
+    b->base = malloc(SMTP_READ_SIZE);
+    b->len = b->base ? SMTP_READ_SIZE : 0;
+}
+
+static void
+smtp_arm_timer(struct smtp_session *s);
+
+static void
+smtp_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    struct smtp_session *s = st->data;
+
+    if (nread < 0) {
+        free(b->base);
+        smtp_session_close(s, nread == UV_EOF ? "client closed"
+                                              : uv_strerror((int)nread));
+        return;
+    }
+    if (nread == 0) {
+        free(b->base);
+        return;
+    }
+    if (s->closing) {
+        free(b->base);
+        return;
+    }
+    if (buf_append(&s->in, b->base, (size_t)nread) != 0) {
+        free(b->base);
+        /* Cannot happen while reading stops at SMTP_IN_HIGH. */
+        smtp_reply(s, "421 4.7.0 %s Error: input overflow",
+                   s->cfg->hostname);
+        smtp_session_close(s, "input overflow");
+        smtp_flush(s);
+        return;
+    }
+    free(b->base);
+    smtp_arm_timer(s);
+    smtp_session_process(s);
+}
+
+static void
+smtp_update_reading(struct smtp_session *s)
+{
+    int want = !s->closing && s->in.len < SMTP_IN_HIGH &&
+               s->wpending < SMTP_WPENDING_MAX &&
+               !(s->state == SMTP_S_COMMIT && s->in.len > 0);
+
+    if (want && !s->reading) {
+        if (uv_read_start(&s->io.s, smtp_alloc_cb, smtp_read_cb) == 0)
+            s->reading = 1;
+    } else if (!want && s->reading) {
+        uv_read_stop(&s->io.s);
+        s->reading = 0;
+    }
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static void
+smtp_really_close(struct smtp_session *s);
+
+static void
+smtp_write_cb(uv_write_t *req, int status)
+{
+    struct smtp_write *w = (struct smtp_write *)req;
+    struct smtp_session *s = w->s;
+
+    s->wpending = s->wpending >= w->len ? s->wpending - w->len : 0;
+    free(w);
+    if (status < 0 && !s->closing)
+        smtp_session_close(s, uv_strerror(status));
+    if (s->closing) {
+        if (s->wpending == 0)
+            smtp_really_close(s);
+        return;
+    }
+    if (s->wpending < SMTP_WPENDING_MAX / 2)
+        smtp_session_process(s);
+}
+
+static void
+smtp_flush(struct smtp_session *s)
+{
+    uv_buf_t b;
+    int n;
+    struct smtp_write *w;
+
+    if (!s->started || uv_is_closing(&s->io.h))
+        return;
+    if (s->out.len == 0)
+        goto done;
+    b = uv_buf_init(s->out.data, (unsigned)s->out.len);
+    n = s->wpending ? 0 : uv_try_write(&s->io.s, &b, 1);
+    if (n == UV_EAGAIN || n == UV_ENOSYS)
+        n = 0;
+    if (n < 0) {
+        buf_reset(&s->out);
+        smtp_session_close(s, uv_strerror(n));
+        return;
+    }
+    if ((size_t)n < s->out.len) {
+        size_t rest = s->out.len - (size_t)n;
+        w = malloc(sizeof(*w) + rest);
+        if (w == NULL) {
+            buf_reset(&s->out);
+            smtp_session_close(s, "out of memory");
+            return;
+        }
+        w->s = s;
+        w->len = rest;
+        memcpy(w->data, s->out.data + n, rest);
+        b = uv_buf_init(w->data, (unsigned)rest);
+        if (uv_write(&w->req, &s->io.s, &b, 1, smtp_write_cb) != 0) {
+            free(w);
+            buf_reset(&s->out);
+            smtp_session_close(s, "write failed");
+            return;
+        }
+        s->wpending += rest;
+    }
+    buf_reset(&s->out);
+done:
+    if (s->closing && s->wpending == 0)
+        smtp_really_close(s);
+}
+
+/* ---- timers and lifetime ------------------------------------------------ */
+
+static void
+smtp_timer_cb(uv_timer_t *t)
+{
+    struct smtp_session *s = t->data;
+
+    if (s->closing)
+        return;
+    if (s->state == SMTP_S_COMMIT) {
+        /* Waiting on our own disk, not on the client. */
+        smtp_arm_timer(s);
+        return;
+    }
+    /* RFC 5321 §4.5.3.2: the server may close an idle session. */
+    log_info("event=smtp.timeout sid=%s state=%s", s->sid,
+             smtp_state_names[s->state]);
+    smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
+    smtp_session_close(s, "timeout");
+    smtp_flush(s);
+}
+
+static void
+smtp_arm_timer(struct smtp_session *s)
+{
+    unsigned secs = s->state == SMTP_S_DATA || s->state == SMTP_S_BDAT
+                        ? s->cfg->timeout_data
+                        : s->cfg->timeout_command;
+
+    uv_timer_start(&s->timer, smtp_timer_cb, (uint64_t)secs * 1000, 0);
+}
+
+static void
+smtp_session_free(struct smtp_session *s)
+{
+    if (s->gone)
+        s->gone(s->gone_arg, s);
+    smtp_txn_reset(s);
+    buf_cleanup(&s->msg);
+    buf_cleanup(&s->in);
+    buf_cleanup(&s->out);
+    free(s->rcpts);
+    free(s);
+}
+
+static void
+smtp_close_cb(uv_handle_t *h)
+{
+    struct smtp_session *s = h->data;
+
+    if (--s->handles_open == 0 && !s->store_pending)
+        smtp_session_free(s);
+}
+
+static void
+smtp_really_close(struct smtp_session *s)
+{
+    if (uv_is_closing(&s->io.h))
+        return;
+    /* Never free under a store callback that is still to come: the
+       commit callback finishes the teardown (smtp_commit_done). */
+    if (s->store_pending)
+        return;
+    log_info("event=smtp.disconnect sid=%s reason=\"%s\" msgs=%" PRIu64
+             " errors=%u",
+             s->sid, s->close_reason ? s->close_reason : "", s->msgs,
+             s->errors);
+    smtp_session_enter(s, SMTP_S_CLOSING);
+    uv_close(&s->io.h, smtp_close_cb);
+    uv_close((uv_handle_t *)&s->timer, smtp_close_cb);
+}
+
+static void
+smtp_session_close(struct smtp_session *s, const char *reason)
+{
+    if (!s->closing) {
+        s->closing = 1;
+        s->close_reason = reason;
+        if (s->reading) {
+            uv_read_stop(&s->io.s);
+            s->reading = 0;
+        }
+        uv_timer_stop(&s->timer);
+    }
+    if (s->wpending == 0 && s->out.len == 0)
+        smtp_really_close(s);
+    /* else: smtp_flush() / smtp_write_cb() finish it */
+}
+
+int
+smtp_session_new(struct node *n, smtp_session_gone_cb gone, void *gone_arg,
+                 struct smtp_session **out)
+{
+    struct smtp_session *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return -ENOMEM;
+    s->n = n;
+    s->cfg = n->cfg;
+    s->gone = gone;
+    s->gone_arg = gone_arg;
+    s->state = SMTP_S_INIT;
+    snprintf(s->sid, sizeof(s->sid), "%" PRIx64 "%05" PRIx64,
+             (uint64_t)n->started & 0xfffff, n->stats.sessions_total);
+    buf_init(&s->in, SMTP_IN_MAX);
+    buf_init(&s->out, SMTP_OUT_MAX);
+    buf_init(&s->msg, 0);
+    smtp_line_init(&s->ls, n->cfg->max_command_line);
+    *out = s;
+    return 0;
+}
+
+void
+smtp_session_set_peer(struct smtp_session *s, const struct sockaddr *peer)
+{
+    if (peer && (peer->sa_family == AF_INET || peer->sa_family == AF_INET6)) {
+        size_t sl = peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                               : sizeof(struct sockaddr_in6);
+        memcpy(&s->peer, peer, sl);
+        s->has_peer = 1;
+        if (peer->sa_family == AF_INET) {
+            inet_ntop(AF_INET,
+                      &((const struct sockaddr_in *)peer)->sin_addr,
+                      s->peer_ip, sizeof(s->peer_ip));
+        } else {
+            /* RFC 5321 §4.1.3 IPv6 address literal */
+            memcpy(s->peer_ip, "IPv6:", 5);
+            inet_ntop(AF_INET6,
+                      &((const struct sockaddr_in6 *)peer)->sin6_addr,
+                      s->peer_ip + 5, sizeof(s->peer_ip) - 5);
+        }
+        s->trusted = node_config_trusted(s->cfg, peer);
+    }
+}
+
+uv_stream_t *
+smtp_session_stream(struct smtp_session *s, int is_pipe)
+{
+    (void)is_pipe;
+    s->io.h.data = s;
+    return &s->io.s;
+}
+
+void
+smtp_session_discard(struct smtp_session *s)
+{
+    s->handles_open = 0;
+    if (s->gone)
+        s->gone(s->gone_arg, s);
+    s->gone = NULL;
+    smtp_session_free(s);
+}
+
+void
+smtp_session_start(struct smtp_session *s)
+{
+    struct node *n = s->n;
+
+    s->io.h.data = s;
+    s->handles_open = 1;
+    uv_timer_init(n->loop, &s->timer);
+    s->timer.data = s;
+    s->handles_open = 2;
+    s->started = 1;
+    log_info("event=smtp.connect sid=%s addr=%s trusted=%d", s->sid,
+             s->has_peer ? s->peer_ip : "unknown", s->trusted);
+    /* RFC 5321 §4.2: greeting; §4.3.1 no enhanced code before EHLO. */
+    smtp_reply(s, "220 %s ESMTP %s", s->cfg->hostname,
+               s->cfg->banner ? s->cfg->banner : "relaymesh");
+    smtp_arm_timer(s);
+    smtp_flush(s);
+    smtp_update_reading(s);
+}
+
+void
+smtp_session_drain(struct smtp_session *s)
+{
+    if (s->closing)
+        return;
+    s->draining = 1;
+    switch (s->state) {
+    case SMTP_S_INIT:
+    case SMTP_S_READY:
+    case SMTP_S_MAIL:
+    case SMTP_S_RCPT:
+    case SMTP_S_CHUNKING:
+        /* Idle between commands: RFC 5321 §3.8, 421 then close. */
+        smtp_reply(s, "421 4.3.2 %s Service shutting down",
+                   s->cfg->hostname);
+        smtp_session_close(s, "shutdown");
+        smtp_flush(s);
+        break;
+    case SMTP_S_DATA:
+    case SMTP_S_BDAT:
+    case SMTP_S_COMMIT:
+        /* Let the message finish; smtp_commit_done() says goodbye. */
+        break;
+    case SMTP_S_CLOSING:
+    case SMTP_S__COUNT:
+        break;
+    }
+}
+
+void
+smtp_session_abort(struct smtp_session *s)
+{
+    buf_reset(&s->out);
+    if (!s->closing)
+        smtp_session_close(s, "shutdown timeout");
+    /* Pending writes are cancelled by uv_close (their callbacks run with
+       UV_ECANCELED before the close callback). */
+    s->wpending = 0;
+    smtp_really_close(s);
+}
