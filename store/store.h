@@ -187,8 +187,11 @@ struct store_qentry {
  * before the shared body) and remove the queue entry and its due-index
  * row; drop the body when no reference is left. Keys whose entry no
  * longer exists are skipped silently: delivery is idempotent, a repeated
- * request never doubles a message. The caller keeps keys valid until cb.
- * cb status: 0, RM_E_FULL, RM_E_STORE.
+ * request never doubles a message. Entries in state HOLD are skipped too
+ * (they stay queued). The keys are copied: the caller's array may go as
+ * soon as the call returns.
+ * cb status: 0, RM_E_FULL, RM_E_STORE, RM_E_INVAL (a key names a REMOTE
+ * entry: nothing of the request is applied).
  */
 int store_queue_deliver_local(struct store *st, const struct store_qkey *keys,
                               size_t nkeys, store_done_cb cb, void *arg);
@@ -203,7 +206,8 @@ int store_queue_hold(struct store *st, const struct store_qkey *key,
 int store_queue_release(struct store *st, const struct store_qkey *key,
                         store_done_cb cb, void *arg);
 /* Record a failed attempt: attempts+1, last_error, state DEFERRED,
-   next_try as given (the due index follows). */
+   next_try as given (the due index follows). A HOLD entry records the
+   attempt and stays held. */
 int store_queue_defer(struct store *st, const struct store_qkey *key,
                       int64_t next_try, const char *error, store_done_cb cb,
                       void *arg);
@@ -216,7 +220,8 @@ int store_queue_list(struct store *st, store_qentry_cb cb, void *arg);
 int store_queue_get(struct store *st, const char *qid, store_qentry_cb cb,
                     void *arg);
 /* Entries whose next try is <= now and state is QUEUED or DEFERRED, in
-   due-time order, at most max of them (uses the due index only). */
+   due-time order, at most max of them (0 = no limit); uses the due index
+   only. */
 int store_queue_due(struct store *st, int64_t now, size_t max,
                     store_qentry_cb cb, void *arg);
 /* Earliest next_try among waiting entries; RM_E_NOTFOUND if none. */
