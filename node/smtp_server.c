@@ -263,7 +263,7 @@ smtp_server_new(struct node *n, struct smtp_server **out)
             smtp_listener_text((struct sockaddr *)&bound, l->text,
                                sizeof(l->text));
         else
-            snprintf(l->text, sizeof(l->text), "%s", cfg->listen[i].text);
+            snprintf(l->text, sizeof(l->text), "%.63s", cfg->listen[i].text);
         log_info("event=smtp.listen addr=%s", l->text);
     }
     *out = srv;

@@ -283,16 +283,6 @@ smtp_rfc5322_date(char *out, size_t outsz, time_t t)
     strftime(out, outsz, "%a, %d %b %Y %H:%M:%S %z", &tm);
 }
 
-static const struct smtp_param *
-smtp_find_param(const struct smtp_cmd *c, const char *key)
-{
-    for (size_t i = 0; i < c->nparams; i++) {
-        if (smtp_slice_eq(c->params[i].key, key))
-            return &c->params[i];
-    }
-    return NULL;
-}
-
 /* ---- commands ------------------------------------------------------------ */
 
 static void
