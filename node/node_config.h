@@ -80,6 +80,13 @@ struct node_config {
  */
 int node_config_load(struct node_config *cfg, const char *path, char *err,
                      size_t errsz);
+/*
+ * Same as node_config_load() on the text of a config file already in
+ * memory (NUL-terminated); name is used in error messages ("name:line:").
+ * For tests and the fuzzer.
+ */
+int node_config_load_string(struct node_config *cfg, const char *text,
+                            const char *name, char *err, size_t errsz);
 void node_config_cleanup(struct node_config *cfg);
 
 /* 1 if sa (AF_INET / AF_INET6, v4-mapped v6 handled) is in mynetworks. */

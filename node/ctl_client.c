@@ -1,0 +1,1255 @@
+/*
+ * ctl_client: the relaymesh CLI's client side. Every subcommand but
+ * `serve` sends one request (a few for `mailbox cat`) over the node's
+ * control socket and prints the answer: aligned columns for people, or
+ * one JSON document with --json (ctl_obj_json(): invalid UTF-8 becomes
+ * U+FFFD). Plain blocking I/O: a CLI has nothing else to do meanwhile.
+ *
+ * Messages go to stderr as "relaymesh: what happened; what to do".
+ * Exit codes: 0 ok, 1 error, 2 usage.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/rm_error.h"
+#include "node/ctl_codec.h"
+#include "node/node.h"
+
+#define CTL_DEFAULT_SOCKET "./relaymesh-data/control.sock"
+#define CTL_TIMEOUT_SEC 120
+#define CTL_PW_MAX 1024
+
+struct ctl_cli {
+    const char *socket; /* path to connect to */
+    char sockbuf[4096];
+    int json;
+    const char *state;    /* queue list --state */
+    const char *route;    /* queue list --route */
+    const char *words[8]; /* subcommand words and arguments */
+    size_t nwords;
+    int fd;
+};
+
+/* A response and the frame its values point into. */
+struct ctl_answer {
+    char *frame;
+    struct ctl_response resp;
+};
+
+static int ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int
+ctl_err(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("relaymesh: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static int
+ctl_usage(const char *what)
+{
+    fprintf(stderr,
+            "relaymesh: usage: relaymesh [-d DATADIR | -c FILE] [--json] "
+            "%s\n(run `relaymesh help` for every command)\n",
+            what);
+    return 2;
+}
+
+/* ---- socket I/O --------------------------------------------------------- */
+
+static int
+ctl_connect(struct ctl_cli *cli)
+{
+    struct sockaddr_un sun;
+    struct timeval tv = {CTL_TIMEOUT_SEC, 0};
+    int fd, e;
+
+    if (strlen(cli->socket) >= sizeof(sun.sun_path))
+        return ctl_err("the control socket path %s is too long; use a "
+                       "shorter datadir or control_socket",
+                       cli->socket);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    strcpy(sun.sun_path, cli->socket);
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return ctl_err("cannot create a socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+        e = errno;
+        close(fd);
+        if (e == EACCES || e == EPERM)
+            return ctl_err("cannot reach the node at %s: %s; run as the "
+                           "user the node runs as (or root)",
+                           cli->socket, strerror(e));
+        return ctl_err("cannot reach the node at %s: %s; is `relaymesh "
+                       "serve` running here? use -d DATADIR or -c FILE",
+                       cli->socket, strerror(e));
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    cli->fd = fd;
+    return 0;
+}
+
+static int
+ctl_write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -errno;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* 0, -errno, or RM_E_CLOSED on EOF. */
+static int
+ctl_read_all(int fd, char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return RM_E_CLOSED;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void
+ctl_answer_free(struct ctl_answer *a)
+{
+    ctl_response_cleanup(&a->resp);
+    free(a->frame);
+    a->frame = NULL;
+}
+
+static int
+ctl_io_error(const struct ctl_cli *cli, int r)
+{
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        return ctl_err("the node at %s did not answer within %d s; check "
+                       "its log",
+                       cli->socket, CTL_TIMEOUT_SEC);
+    if (r == RM_E_CLOSED)
+        return ctl_err("the node at %s closed the connection; check its "
+                       "log",
+                       cli->socket);
+    return ctl_err("lost the connection to the node at %s: %s", cli->socket,
+                   rm_strerror(r));
+}
+
+/*
+ * Send the request in e (finished here) and read the answer. Returns 0
+ * with a->resp filled (ok or not), or 1 after printing why not.
+ */
+static int
+ctl_call(struct ctl_cli *cli, struct ctl_enc *e, struct ctl_answer *a)
+{
+    unsigned char hdr[CTL_HDR_LEN];
+    char err[256];
+    const char *data;
+    size_t len;
+    int r;
+
+    memset(a, 0, sizeof(*a));
+    if ((r = ctl_enc_finish(e, &data, &len)) != 0)
+        return ctl_err("cannot encode the request: %s", rm_strerror(r));
+    if ((r = ctl_write_all(cli->fd, data, len)) != 0)
+        return ctl_io_error(cli, r);
+    if ((r = ctl_read_all(cli->fd, (char *)hdr, sizeof(hdr))) != 0)
+        return ctl_io_error(cli, r);
+    if (ctl_frame_len(hdr, CTL_FRAME_MAX, &len) != 0)
+        return ctl_err("the node sent a frame larger than 16 MiB; is %s "
+                       "a relaymesh control socket?",
+                       cli->socket);
+    if ((a->frame = malloc(len ? len : 1)) == NULL)
+        return ctl_err("out of memory");
+    if ((r = ctl_read_all(cli->fd, a->frame, len)) != 0) {
+        ctl_answer_free(a);
+        return ctl_io_error(cli, r);
+    }
+    if (ctl_response_decode(&a->resp, a->frame, len, err, sizeof(err)) != 0) {
+        ctl_answer_free(a);
+        return ctl_err("the node sent a malformed answer (%s); are the CLI "
+                       "and the node the same version?",
+                       err);
+    }
+    return 0;
+}
+
+/* One request, answer checked: 0 = a->resp.ok, 1 = error printed. */
+static int
+ctl_request(struct ctl_cli *cli, struct ctl_enc *e, struct ctl_answer *a,
+            const char *hint)
+{
+    if (ctl_call(cli, e, a) != 0)
+        return 1;
+    if (!a->resp.ok) {
+        ctl_err("%s%s%s", a->resp.error, hint ? "; " : "", hint ? hint : "");
+        ctl_answer_free(a);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- formatting ------------------------------------------------------- */
+
+static int
+ctl_print_json(const struct ctl_obj *o)
+{
+    struct buf b;
+    int r;
+
+    buf_init(&b, (size_t)1 << 30);
+    r = ctl_obj_json(o, &b, 1);
+    if (r == 0 && b.len > 0 && fwrite(b.data, 1, b.len, stdout) != b.len)
+        r = -EIO;
+    buf_cleanup(&b);
+    if (r != 0)
+        return ctl_err("cannot write the JSON output: %s", rm_strerror(r));
+    return 0;
+}
+
+static void
+ctl_human_size(uint64_t n, char *out, size_t outsz)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    size_t u = 0;
+
+    if (n < 1024) {
+        snprintf(out, outsz, "%" PRIu64 " B", n);
+        return;
+    }
+    v /= 1024;
+    while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(out, outsz, "%.1f %s", v, units[u]);
+}
+
+static void
+ctl_time(int64_t t, char *out, size_t outsz)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (t <= 0 || localtime_r(&tt, &tm) == NULL) {
+        snprintf(out, outsz, "-");
+        return;
+    }
+    strftime(out, outsz, "%Y-%m-%d %H:%M", &tm);
+}
+
+static void
+ctl_duration(int64_t s, char *out, size_t outsz)
+{
+    if (s < 60)
+        snprintf(out, outsz, "%" PRId64 "s", s);
+    else if (s < 3600)
+        snprintf(out, outsz, "%" PRId64 "m", s / 60);
+    else if (s < 86400)
+        snprintf(out, outsz, "%" PRId64 "h %" PRId64 "m", s / 3600,
+                 s % 3600 / 60);
+    else
+        snprintf(out, outsz, "%" PRId64 "d %" PRId64 "h", s / 86400,
+                 s % 86400 / 3600);
+}
+
+static void
+ctl_next_try(int64_t t, char *out, size_t outsz)
+{
+    int64_t now = (int64_t)time(NULL);
+    char d[32];
+
+    if (t <= now) {
+        snprintf(out, outsz, "now");
+        return;
+    }
+    ctl_duration(t - now, d, sizeof(d));
+    snprintf(out, outsz, "in %s", d);
+}
+
+/*
+ * Copy bytes for a terminal: control bytes and invalid UTF-8 become '?'
+ * (a subject must not be able to move the cursor). At most width display
+ * characters; longer text ends in "...". *cols gets the width used.
+ */
+static char *
+ctl_cell(const char *s, size_t len, size_t width, size_t *cols)
+{
+    struct buf b;
+    size_t i = 0, n = 0, total = 0;
+    char *out;
+
+    /* Count characters first to know whether to cut. */
+    for (size_t j = 0; j < len;) {
+        unsigned char c = (unsigned char)s[j];
+        size_t k = 1;
+        if (c >= 0xc0 && c < 0xf8) {
+            k = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+            if (j + k > len)
+                k = 1;
+            for (size_t m = 1; m < k; m++) {
+                if (((unsigned char)s[j + m] & 0xc0) != 0x80)
+                    k = 1;
+            }
+        }
+        j += k;
+        total++;
+    }
+    buf_init(&b, (width ? width : len) * 4 + 16);
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = 1;
+        if (width > 0 && total > width && n + 3 >= width) {
+            buf_append(&b, "...", width >= 3 ? 3 : width);
+            n += width >= 3 ? 3 : width;
+            break;
+        }
+        if (c >= 0xc0 && c < 0xf8) {
+            k = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+            if (i + k > len)
+                k = 1;
+            for (size_t m = 1; m < k; m++) {
+                if (((unsigned char)s[i + m] & 0xc0) != 0x80)
+                    k = 1;
+            }
+        }
+        if (k > 1)
+            buf_append(&b, s + i, k);
+        else if (c < 0x20 || c >= 0x7f)
+            buf_append(&b, "?", 1);
+        else
+            buf_append(&b, s + i, 1);
+        i += k;
+        n++;
+    }
+    out = buf_take(&b, &len);
+    if (out == NULL)
+        out = strdup("");
+    *cols = n;
+    return out;
+}
+
+struct ctl_col {
+    const char *name;
+    size_t max; /* display width cap, 0 = none */
+    int right;  /* right-aligned (numbers) */
+};
+
+struct ctl_table {
+    const struct ctl_col *cols;
+    size_t ncols;
+    char **cells;
+    size_t *widths; /* per cell */
+    size_t nrows, cap;
+};
+
+static void
+ctl_table_init(struct ctl_table *t, const struct ctl_col *cols, size_t n)
+{
+    memset(t, 0, sizeof(*t));
+    t->cols = cols;
+    t->ncols = n;
+}
+
+/* Add one row of ncols NUL-terminated texts. */
+static int
+ctl_table_add(struct ctl_table *t, const char *const *texts)
+{
+    if (t->nrows == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 16;
+        char **c = realloc(t->cells, nc * t->ncols * sizeof(*c));
+        size_t *w;
+        if (c == NULL)
+            return -ENOMEM;
+        t->cells = c;
+        w = realloc(t->widths, nc * t->ncols * sizeof(*w));
+        if (w == NULL)
+            return -ENOMEM;
+        t->widths = w;
+        t->cap = nc;
+    }
+    for (size_t i = 0; i < t->ncols; i++) {
+        size_t k = t->nrows * t->ncols + i;
+        /* An empty field shows as "-" so columns stay readable. */
+        const char *x = texts[i][0] ? texts[i] : "-";
+        t->cells[k] = ctl_cell(x, strlen(x), t->cols[i].max, &t->widths[k]);
+    }
+    t->nrows++;
+    return 0;
+}
+
+static void
+ctl_table_print(const struct ctl_table *t, FILE *f)
+{
+    size_t w[16] = {0};
+    struct buf line;
+
+    buf_init(&line, (size_t)1 << 20);
+    for (size_t i = 0; i < t->ncols && i < 16; i++) {
+        w[i] = strlen(t->cols[i].name);
+        for (size_t r = 0; r < t->nrows; r++) {
+            if (t->widths[r * t->ncols + i] > w[i])
+                w[i] = t->widths[r * t->ncols + i];
+        }
+    }
+    for (size_t r = 0; r <= t->nrows; r++) {
+        buf_reset(&line);
+        for (size_t i = 0; i < t->ncols && i < 16; i++) {
+            const char *s =
+                r == 0 ? t->cols[i].name : t->cells[(r - 1) * t->ncols + i];
+            size_t sw = r == 0 ? strlen(s) : t->widths[(r - 1) * t->ncols + i];
+            int pad = (int)(w[i] > sw ? w[i] - sw : 0);
+            if (t->cols[i].right)
+                buf_appendf(&line, "%*s%s", pad, "", s);
+            else
+                buf_appendf(&line, "%s%*s", s, pad, "");
+            if (i + 1 < t->ncols)
+                buf_append(&line, "  ", 2);
+        }
+        while (line.len > 0 && line.data[line.len - 1] == ' ')
+            line.len--;
+        if (line.len > 0)
+            fwrite(line.data, 1, line.len, f);
+        fputc('\n', f);
+    }
+    buf_cleanup(&line);
+}
+
+static void
+ctl_table_cleanup(struct ctl_table *t)
+{
+    for (size_t k = 0; k < t->nrows * t->ncols; k++)
+        free(t->cells[k]);
+    free(t->cells);
+    free(t->widths);
+    memset(t, 0, sizeof(*t));
+}
+
+/* A string field as a C string (bounded copy into out). */
+static const char *
+ctl_field(const struct ctl_obj *m, const char *key, char *out, size_t outsz)
+{
+    size_t len;
+    const char *p = ctl_obj_get_strn(m, key, &len);
+
+    if (len >= outsz)
+        len = outsz - 1;
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return out;
+}
+
+static uint64_t
+ctl_u64(const struct ctl_obj *m, const char *key)
+{
+    uint64_t v = 0;
+
+    ctl_obj_get_u64(m, key, &v);
+    return v;
+}
+
+static int64_t
+ctl_i64(const struct ctl_obj *m, const char *key)
+{
+    int64_t v = 0;
+
+    ctl_obj_get_i64(m, key, &v);
+    return v;
+}
+
+/* Printable single-line text of a field (sanitized, uncut). */
+static char *
+ctl_text(const struct ctl_obj *m, const char *key)
+{
+    size_t len, cols;
+    const char *p = ctl_obj_get_strn(m, key, &len);
+
+    return ctl_cell(p, len, 0, &cols);
+}
+
+static const char *
+ctl_plural(uint64_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static int
+ctl_do_status(struct ctl_cli *cli)
+{
+    struct ctl_enc e;
+    struct ctl_answer a;
+    const struct ctl_obj *d, *st, *l;
+    char up[32], used[32], map[32];
+    char *host, *dir;
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, "status", 0);
+    r = ctl_request(cli, &e, &a, NULL);
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    d = a.resp.data;
+    if (cli->json) {
+        r = ctl_print_json(d);
+        ctl_answer_free(&a);
+        return r;
+    }
+    host = ctl_text(d, "hostname");
+    dir = ctl_text(d, "datadir");
+    ctl_duration(ctl_i64(d, "uptime"), up, sizeof(up));
+    {
+        char *ver = ctl_text(d, "version");
+        printf("relaymesh %s on %s, pid %" PRIu64 ", up %s\n", ver, host,
+               ctl_u64(d, "pid"), up);
+        free(ver);
+    }
+    printf("data dir    %s\n", dir);
+    free(host);
+    free(dir);
+    printf("listening  ");
+    l = ctl_obj_get(d, "listeners");
+    for (size_t i = 0; i < ctl_obj_len(l); i++) {
+        const char *p;
+        size_t len, cols;
+        if (ctl_obj_bytes(ctl_obj_at(l, i), &p, &len) == 0) {
+            char *s = ctl_cell(p, len, 0, &cols);
+            printf(" %s", s);
+            free(s);
+        }
+    }
+    printf("\ndomains    ");
+    l = ctl_obj_get(d, "domains");
+    for (size_t i = 0; i < ctl_obj_len(l); i++) {
+        const char *p;
+        size_t len, cols;
+        if (ctl_obj_bytes(ctl_obj_at(l, i), &p, &len) == 0) {
+            char *s = ctl_cell(p, len, 0, &cols);
+            printf(" %s", s);
+            free(s);
+        }
+    }
+    printf("\nsessions    %" PRIu64 " now, %" PRIu64 " since start\n",
+           ctl_u64(d, "sessions_current"), ctl_u64(d, "sessions_total"));
+    printf("messages    %" PRIu64 " accepted (%" PRIu64 " recipients), "
+           "%" PRIu64 " rejected, %" PRIu64 " delivered locally\n",
+           ctl_u64(d, "messages_accepted"), ctl_u64(d, "recipients_accepted"),
+           ctl_u64(d, "messages_rejected"), ctl_u64(d, "delivered_local"));
+    printf("queue       %" PRIu64 " %s\n", ctl_u64(d, "queue_entries"),
+           ctl_plural(ctl_u64(d, "queue_entries"), "entry", "entries"));
+    st = ctl_obj_get(d, "store");
+    if (ctl_obj_type(st) == CTL_T_MAP) {
+        ctl_human_size(ctl_u64(st, "used_bytes"), used, sizeof(used));
+        ctl_human_size(ctl_u64(st, "map_size"), map, sizeof(map));
+        printf("store       %s used of %s mapped; %" PRIu64 " %s, %" PRIu64
+               " %s, %" PRIu64 " %s\n",
+               used, map, ctl_u64(st, "messages"),
+               ctl_plural(ctl_u64(st, "messages"), "message", "messages"),
+               ctl_u64(st, "mailboxes"),
+               ctl_plural(ctl_u64(st, "mailboxes"), "mailbox", "mailboxes"),
+               ctl_u64(st, "users"),
+               ctl_plural(ctl_u64(st, "users"), "user", "users"));
+    }
+    if (ctl_u64(d, "store_full") > 0)
+        printf("store full  %" PRIu64 " times answered 452 4.3.1; free disk "
+               "space or raise map_size_max\n",
+               ctl_u64(d, "store_full"));
+    if (ctl_obj_get(d, "draining") != NULL) {
+        int dr = 0;
+        ctl_obj_bool(ctl_obj_get(d, "draining"), &dr);
+        if (dr)
+            printf("state       shutting down\n");
+    }
+    ctl_answer_free(&a);
+    return 0;
+}
+
+static void ctl_tty_restore(int sig);
+
+/* The terminal settings to restore if the prompt is interrupted: the one
+   piece of process state here, because a signal handler needs it. */
+static struct termios ctl_saved_tty;
+
+static void
+ctl_tty_restore(int sig)
+{
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &ctl_saved_tty);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static int
+ctl_read_line(int fd, char *out, size_t outsz, size_t *len)
+{
+    size_t n = 0;
+
+    for (;;) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0 || c == '\n')
+            break;
+        if (n + 1 >= outsz)
+            return RM_E_TOOBIG;
+        out[n++] = c;
+    }
+    if (n > 0 && out[n - 1] == '\r')
+        n--;
+    out[n] = '\0';
+    *len = n;
+    return 0;
+}
+
+static int
+ctl_prompt(const char *prompt, char *out, size_t outsz, size_t *len)
+{
+    struct termios t;
+    int r;
+
+    fputs(prompt, stderr);
+    fflush(stderr);
+    if (tcgetattr(STDIN_FILENO, &ctl_saved_tty) != 0)
+        return -errno;
+    t = ctl_saved_tty;
+    t.c_lflag &= ~(tcflag_t)ECHO;
+    t.c_lflag |= ECHONL;
+    signal(SIGINT, ctl_tty_restore);
+    signal(SIGTERM, ctl_tty_restore);
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &t);
+    r = ctl_read_line(STDIN_FILENO, out, outsz, len);
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &ctl_saved_tty);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    return r;
+}
+
+/* The new password: first line of stdin, or asked twice on a tty. */
+static int
+ctl_password(const char *addr, char *pw, size_t pwsz, size_t *len)
+{
+    char again[CTL_PW_MAX + 2], prompt[600];
+    size_t alen;
+    int r;
+
+    if (!isatty(STDIN_FILENO)) {
+        r = ctl_read_line(STDIN_FILENO, pw, pwsz, len);
+        if (r == RM_E_TOOBIG)
+            return ctl_err("the password on stdin is longer than %d bytes",
+                           CTL_PW_MAX);
+        if (r != 0)
+            return ctl_err("cannot read the password from stdin: %s",
+                           rm_strerror(r));
+        if (*len == 0)
+            return ctl_err("no password on stdin; give it as the first "
+                           "line, e.g. `printf '%%s\\n' \"$PW\" | relaymesh "
+                           "user add %s`",
+                           addr);
+        return 0;
+    }
+    snprintf(prompt, sizeof(prompt), "New password for %s: ", addr);
+    r = ctl_prompt(prompt, pw, pwsz, len);
+    if (r == 0)
+        r = ctl_prompt("Retype the password: ", again, sizeof(again), &alen);
+    if (r == RM_E_TOOBIG)
+        return ctl_err("the password is longer than %d bytes", CTL_PW_MAX);
+    if (r != 0)
+        return ctl_err("cannot read the password: %s", rm_strerror(r));
+    r = *len != alen || memcmp(pw, again, alen) != 0;
+    explicit_bzero(again, sizeof(again));
+    if (r)
+        return ctl_err("the passwords do not match; nothing was changed");
+    if (*len == 0)
+        return ctl_err("the password is empty; nothing was changed");
+    return 0;
+}
+
+static void
+ctl_enc_wipe(struct ctl_enc *e)
+{
+    if (e->buf.data != NULL)
+        explicit_bzero(e->buf.data, e->buf.cap);
+    ctl_enc_cleanup(e);
+}
+
+static int
+ctl_do_user_pw(struct ctl_cli *cli, const char *cmd, const char *addr,
+               const char *done)
+{
+    char pw[CTL_PW_MAX + 2];
+    struct ctl_answer a;
+    struct ctl_enc e;
+    size_t len;
+    int r;
+
+    if (ctl_password(addr, pw, sizeof(pw), &len) != 0) {
+        explicit_bzero(pw, sizeof(pw));
+        return 1;
+    }
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, cmd, 2);
+    ctl_enc_kstr(&e, "address", addr);
+    ctl_enc_str(&e, "password");
+    ctl_enc_strn(&e, pw, len);
+    explicit_bzero(pw, sizeof(pw));
+    r = ctl_request(cli, &e, &a, NULL);
+    ctl_enc_wipe(&e);
+    if (r != 0)
+        return r;
+    if (cli->json) {
+        r = ctl_print_json(a.resp.data);
+    } else {
+        char canon[STORE_ADDR_MAX];
+        printf("user %s %s\n",
+               ctl_field(a.resp.data, "address", canon, sizeof(canon)), done);
+    }
+    ctl_answer_free(&a);
+    return r;
+}
+
+static int
+ctl_do_simple(struct ctl_cli *cli, const char *cmd, const char *key,
+              const char *val, const char *fmt, const char *hint)
+{
+    struct ctl_answer a;
+    struct ctl_enc e;
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, cmd, 1);
+    ctl_enc_kstr(&e, key, val);
+    r = ctl_request(cli, &e, &a, hint);
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    if (cli->json) {
+        r = ctl_print_json(a.resp.data);
+    } else {
+        char what[STORE_ADDR_MAX];
+        ctl_field(a.resp.data, key, what, sizeof(what));
+        printf(fmt, what[0] ? what : val);
+        putchar('\n');
+    }
+    ctl_answer_free(&a);
+    return r;
+}
+
+static int
+ctl_do_user_list(struct ctl_cli *cli)
+{
+    static const struct ctl_col cols[] = {{"ADDRESS", 60, 0},
+                                          {"CREATED", 0, 0}};
+    struct ctl_answer a;
+    struct ctl_table t;
+    struct ctl_enc e;
+    const struct ctl_obj *d;
+    size_t n;
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, "user.list", 0);
+    r = ctl_request(cli, &e, &a, NULL);
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    d = a.resp.data;
+    if (cli->json) {
+        r = ctl_print_json(d);
+        ctl_answer_free(&a);
+        return r;
+    }
+    n = ctl_obj_len(d);
+    if (n == 0) {
+        printf("no users; add one with `relaymesh user add ADDRESS`\n");
+        ctl_answer_free(&a);
+        return 0;
+    }
+    ctl_table_init(&t, cols, 2);
+    for (size_t i = 0; i < n; i++) {
+        const struct ctl_obj *u = ctl_obj_at(d, i);
+        char addr[STORE_ADDR_MAX], created[32];
+        const char *row[2] = {ctl_field(u, "address", addr, sizeof(addr)),
+                              created};
+        ctl_time(ctl_i64(u, "created"), created, sizeof(created));
+        ctl_table_add(&t, row);
+    }
+    ctl_table_print(&t, stdout);
+    printf("%zu %s\n", n, ctl_plural(n, "user", "users"));
+    ctl_table_cleanup(&t);
+    ctl_answer_free(&a);
+    return 0;
+}
+
+static int
+ctl_do_mailbox_list(struct ctl_cli *cli, const char *addr)
+{
+    static const struct ctl_col cols[] = {
+        {"UID", 0, 1},      {"DATE", 0, 0},        {"FROM", 30, 0},
+        {"SUBJECT", 40, 0}, {"MESSAGE-ID", 32, 0}, {"SIZE", 0, 1},
+        {"FLAGS", 0, 0}};
+    struct ctl_answer a;
+    struct ctl_table t;
+    struct ctl_enc e;
+    const struct ctl_obj *d;
+    uint64_t total = 0;
+    size_t n;
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, "mailbox.list", 1);
+    ctl_enc_kstr(&e, "address", addr);
+    r = ctl_request(cli, &e, &a, "see `relaymesh user list`");
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    d = a.resp.data;
+    if (cli->json) {
+        r = ctl_print_json(d);
+        ctl_answer_free(&a);
+        return r;
+    }
+    n = ctl_obj_len(d);
+    if (n == 0) {
+        printf("mailbox %s is empty\n", addr);
+        ctl_answer_free(&a);
+        return 0;
+    }
+    ctl_table_init(&t, cols, 7);
+    for (size_t i = 0; i < n; i++) {
+        const struct ctl_obj *m = ctl_obj_at(d, i), *fl;
+        char uid[24], date[32], from[512], subj[1024], mid[512], size[32];
+        char flags[128] = "";
+        const char *row[7] = {uid, date, from, subj, mid, size, flags};
+        snprintf(uid, sizeof(uid), "%" PRIu64, ctl_u64(m, "uid"));
+        ctl_time(ctl_i64(m, "internaldate"), date, sizeof(date));
+        ctl_field(m, "from", from, sizeof(from));
+        ctl_field(m, "subject", subj, sizeof(subj));
+        ctl_field(m, "message_id", mid, sizeof(mid));
+        ctl_human_size(ctl_u64(m, "size"), size, sizeof(size));
+        total += ctl_u64(m, "size");
+        fl = ctl_obj_get(m, "flags");
+        for (size_t k = 0; k < ctl_obj_len(fl); k++) {
+            const char *p;
+            size_t len;
+            if (ctl_obj_bytes(ctl_obj_at(fl, k), &p, &len) != 0)
+                continue;
+            if (len > 0 && p[0] == '\\') {
+                p++;
+                len--;
+            }
+            snprintf(flags + strlen(flags), sizeof(flags) - strlen(flags),
+                     "%s%.*s", flags[0] ? "," : "", (int)len, p);
+        }
+        if (flags[0] == '\0')
+            strcpy(flags, "-");
+        ctl_table_add(&t, row);
+    }
+    ctl_table_print(&t, stdout);
+    {
+        char sz[32];
+        ctl_human_size(total, sz, sizeof(sz));
+        printf("%zu %s, %s\n", n, ctl_plural(n, "message", "messages"), sz);
+    }
+    ctl_table_cleanup(&t);
+    ctl_answer_free(&a);
+    return 0;
+}
+
+static int
+ctl_do_mailbox_cat(struct ctl_cli *cli, const char *addr, const char *uids)
+{
+    uint64_t uid, offset = 0, size;
+    char *end;
+
+    errno = 0;
+    uid = strtoull(uids, &end, 10);
+    if (*uids < '0' || *uids > '9' || *end != '\0' || errno != 0 || uid == 0 ||
+        uid > UINT32_MAX)
+        return ctl_usage("mailbox cat ADDRESS UID  (UID: a number from "
+                         "`mailbox list`)");
+    do {
+        struct ctl_answer a;
+        struct ctl_enc e;
+        const char *p;
+        size_t len;
+        int r;
+
+        ctl_enc_init(&e, 1);
+        ctl_enc_request(&e, "mailbox.cat", 3);
+        ctl_enc_kstr(&e, "address", addr);
+        ctl_enc_ku64(&e, "uid", uid);
+        ctl_enc_ku64(&e, "offset", offset);
+        r = ctl_request(cli, &e, &a, "see `relaymesh mailbox list ADDRESS`");
+        ctl_enc_cleanup(&e);
+        if (r != 0)
+            return r;
+        size = ctl_u64(a.resp.data, "size");
+        if (ctl_obj_bytes(ctl_obj_get(a.resp.data, "data"), &p, &len) != 0 ||
+            (len == 0 && offset < size)) {
+            ctl_answer_free(&a);
+            return ctl_err("the node sent a malformed mailbox.cat answer");
+        }
+        if (len > 0 && fwrite(p, 1, len, stdout) != len) {
+            ctl_answer_free(&a);
+            return ctl_err("cannot write to stdout: %s", strerror(errno));
+        }
+        offset += len;
+        ctl_answer_free(&a);
+    } while (offset < size);
+    if (fflush(stdout) != 0)
+        return ctl_err("cannot write to stdout: %s", strerror(errno));
+    return 0;
+}
+
+static int
+ctl_do_queue_list(struct ctl_cli *cli)
+{
+    static const struct ctl_col cols[] = {
+        {"ID", 0, 0},         {"N", 0, 1},       {"STATE", 0, 0},
+        {"ROUTE", 0, 0},      {"TRIES", 0, 1},   {"NEXT TRY", 0, 0},
+        {"SIZE", 0, 1},       {"SENDER", 28, 0}, {"RECIPIENT", 28, 0},
+        {"LAST ERROR", 40, 0}};
+    struct ctl_answer a;
+    struct ctl_table t;
+    struct ctl_enc e;
+    const struct ctl_obj *d;
+    size_t n, nargs = (cli->state != NULL) + (cli->route != NULL);
+    size_t nstate[5] = {0};
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, "queue.list", nargs);
+    if (cli->state != NULL)
+        ctl_enc_kstr(&e, "state", cli->state);
+    if (cli->route != NULL)
+        ctl_enc_kstr(&e, "route", cli->route);
+    r = ctl_request(cli, &e, &a, NULL);
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    d = a.resp.data;
+    if (cli->json) {
+        r = ctl_print_json(d);
+        ctl_answer_free(&a);
+        return r;
+    }
+    n = ctl_obj_len(d);
+    if (n == 0) {
+        if (nargs > 0)
+            printf("queue is empty (for %s%s%s%s%s)\n",
+                   cli->state ? "state " : "", cli->state ? cli->state : "",
+                   nargs > 1 ? ", " : "", cli->route ? "route " : "",
+                   cli->route ? cli->route : "");
+        else
+            printf("queue is empty\n");
+        ctl_answer_free(&a);
+        return 0;
+    }
+    ctl_table_init(&t, cols, 10);
+    for (size_t i = 0; i < n; i++) {
+        static const char *const states[] = {"queued", "hold", "deferred",
+                                             "delivered", "bounced"};
+        const struct ctl_obj *q = ctl_obj_at(d, i);
+        char id[32], rc[16], state[16], route[16], tries[16], next[32];
+        char size[32], from[600], to[600], err[600];
+        const char *row[10] = {id,   rc,   state, route, tries,
+                               next, size, from,  to,    err};
+        ctl_field(q, "id", id, sizeof(id));
+        snprintf(rc, sizeof(rc), "%" PRIu64, ctl_u64(q, "rcpt"));
+        ctl_field(q, "state", state, sizeof(state));
+        ctl_field(q, "route", route, sizeof(route));
+        snprintf(tries, sizeof(tries), "%" PRIu64, ctl_u64(q, "attempts"));
+        if (strcmp(state, "hold") == 0)
+            strcpy(next, "-");
+        else
+            ctl_next_try(ctl_i64(q, "next_try"), next, sizeof(next));
+        ctl_human_size(ctl_u64(q, "size"), size, sizeof(size));
+        ctl_field(q, "sender", from + 1, sizeof(from) - 2);
+        from[0] = '<';
+        strcat(from, ">");
+        ctl_field(q, "recipient", to, sizeof(to));
+        ctl_field(q, "last_error", err, sizeof(err));
+        for (size_t s = 0; s < 5; s++)
+            nstate[s] += strcmp(state, states[s]) == 0;
+        ctl_table_add(&t, row);
+    }
+    ctl_table_print(&t, stdout);
+    printf("queue: %zu %s (%zu queued, %zu deferred, %zu held)\n", n,
+           ctl_plural(n, "entry", "entries"), nstate[0], nstate[2], nstate[1]);
+    ctl_table_cleanup(&t);
+    ctl_answer_free(&a);
+    return 0;
+}
+
+static int
+ctl_do_queue_show(struct ctl_cli *cli, const char *id)
+{
+    static const struct ctl_col cols[] = {
+        {"N", 0, 1},          {"RECIPIENT", 40, 0}, {"STATE", 0, 0},
+        {"ROUTE", 0, 0},      {"TRIES", 0, 1},      {"NEXT TRY", 0, 0},
+        {"LAST ERROR", 50, 0}};
+    struct ctl_answer a;
+    struct ctl_table t;
+    struct ctl_enc e;
+    const struct ctl_obj *d, *rs;
+    char buf[64];
+    char *s;
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, "queue.show", 1);
+    ctl_enc_kstr(&e, "id", id);
+    r = ctl_request(cli, &e, &a, "see `relaymesh queue list`");
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    d = a.resp.data;
+    if (cli->json) {
+        r = ctl_print_json(d);
+        ctl_answer_free(&a);
+        return r;
+    }
+    s = ctl_text(d, "id");
+    printf("id          %s\n", s);
+    free(s);
+    s = ctl_text(d, "sender");
+    printf("sender      <%s>\n", s);
+    free(s);
+    ctl_time(ctl_i64(d, "arrival"), buf, sizeof(buf));
+    printf("arrival     %s\n", buf);
+    ctl_human_size(ctl_u64(d, "size"), buf, sizeof(buf));
+    printf("size        %s (%" PRIu64 " bytes)\n", buf, ctl_u64(d, "size"));
+    s = ctl_text(d, "client");
+    printf("client      %s\n", s);
+    free(s);
+    s = ctl_text(d, "subject");
+    printf("subject     %s\n", s);
+    free(s);
+    {
+        char *body = ctl_text(d, "body"), *ret = ctl_text(d, "ret"),
+             *envid = ctl_text(d, "envid");
+        int u8 = 0;
+        ctl_obj_bool(ctl_obj_get(d, "smtputf8"), &u8);
+        printf("body        %s%s\n", body[0] ? body : "7BIT",
+               u8 ? ", SMTPUTF8" : "");
+        if (ret[0] || envid[0])
+            printf("dsn         RET=%s ENVID=%s\n", ret[0] ? ret : "-",
+                   envid[0] ? envid : "-");
+        free(body);
+        free(ret);
+        free(envid);
+    }
+    rs = ctl_obj_get(d, "recipients");
+    printf("\n");
+    ctl_table_init(&t, cols, 7);
+    for (size_t i = 0; i < ctl_obj_len(rs); i++) {
+        const struct ctl_obj *q = ctl_obj_at(rs, i);
+        char rc[16], to[600], state[16], route[16], tries[16], next[32];
+        char err[600];
+        const char *row[7] = {rc, to, state, route, tries, next, err};
+        snprintf(rc, sizeof(rc), "%" PRIu64, ctl_u64(q, "rcpt"));
+        ctl_field(q, "recipient", to, sizeof(to));
+        ctl_field(q, "state", state, sizeof(state));
+        ctl_field(q, "route", route, sizeof(route));
+        snprintf(tries, sizeof(tries), "%" PRIu64, ctl_u64(q, "attempts"));
+        if (strcmp(state, "hold") == 0)
+            strcpy(next, "-");
+        else
+            ctl_next_try(ctl_i64(q, "next_try"), next, sizeof(next));
+        ctl_field(q, "last_error", err, sizeof(err));
+        ctl_table_add(&t, row);
+    }
+    ctl_table_print(&t, stdout);
+    printf("%zu %s\n", ctl_obj_len(rs),
+           ctl_plural(ctl_obj_len(rs), "recipient", "recipients"));
+    ctl_table_cleanup(&t);
+    ctl_answer_free(&a);
+    return 0;
+}
+
+/* ---- command line ------------------------------------------------------- */
+
+static int
+ctl_is(const struct ctl_cli *cli, size_t i, const char *w)
+{
+    return i < cli->nwords && strcmp(cli->words[i], w) == 0;
+}
+
+static int
+ctl_run(struct ctl_cli *cli)
+{
+    const char *const *w = cli->words;
+    size_t n = cli->nwords;
+
+    if (ctl_is(cli, 0, "status")) {
+        if (n != 1)
+            return ctl_usage("status");
+        return ctl_connect(cli) ? 1 : ctl_do_status(cli);
+    }
+    if (ctl_is(cli, 0, "user")) {
+        if (ctl_is(cli, 1, "list")) {
+            if (n != 2)
+                return ctl_usage("user list");
+            return ctl_connect(cli) ? 1 : ctl_do_user_list(cli);
+        }
+        if (n != 3 || !(ctl_is(cli, 1, "add") || ctl_is(cli, 1, "del") ||
+                        ctl_is(cli, 1, "passwd")))
+            return ctl_usage("user add|del|passwd ADDRESS | user list");
+        if (ctl_connect(cli) != 0)
+            return 1;
+        if (ctl_is(cli, 1, "add"))
+            return ctl_do_user_pw(cli, "user.add", w[2], "added");
+        if (ctl_is(cli, 1, "passwd"))
+            return ctl_do_user_pw(cli, "user.passwd", w[2],
+                                  "has a new password");
+        return ctl_do_simple(cli, "user.del", "address", w[2],
+                             "user %s deleted (the mailbox is kept)",
+                             "see `relaymesh user list`");
+    }
+    if (ctl_is(cli, 0, "mailbox")) {
+        if (ctl_is(cli, 1, "list") && n == 3)
+            return ctl_connect(cli) ? 1 : ctl_do_mailbox_list(cli, w[2]);
+        if (ctl_is(cli, 1, "cat") && n == 4)
+            return ctl_connect(cli) ? 1 : ctl_do_mailbox_cat(cli, w[2], w[3]);
+        return ctl_usage("mailbox list ADDRESS | mailbox cat ADDRESS UID");
+    }
+    if (ctl_is(cli, 0, "queue")) {
+        static const struct {
+            const char *word, *cmd, *fmt;
+        } ops[] = {{"delete", "queue.delete", "%s deleted from the queue"},
+                   {"hold", "queue.hold",
+                    "%s held; `queue release` sends it "
+                    "on"},
+                   {"release", "queue.release", "%s released"}};
+        if (ctl_is(cli, 1, "list")) {
+            if (n != 2)
+                return ctl_usage("queue list [--state S] [--route R]");
+            return ctl_connect(cli) ? 1 : ctl_do_queue_list(cli);
+        }
+        if (ctl_is(cli, 1, "show") && n == 3)
+            return ctl_connect(cli) ? 1 : ctl_do_queue_show(cli, w[2]);
+        for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+            if (ctl_is(cli, 1, ops[i].word) && n == 3) {
+                if (ctl_connect(cli) != 0)
+                    return 1;
+                return ctl_do_simple(cli, ops[i].cmd, "id", w[2], ops[i].fmt,
+                                     "see `relaymesh queue list`");
+            }
+        }
+        return ctl_usage("queue list | queue show|delete|hold|release ID");
+    }
+    if (n == 0)
+        return ctl_usage("COMMAND");
+    fprintf(stderr, "relaymesh: unknown command \"%s\"; run `relaymesh help`\n",
+            w[0]);
+    return 2;
+}
+
+int
+ctl_main(int argc, char **argv)
+{
+    struct ctl_cli cli;
+    const char *datadir = NULL, *config = NULL;
+    int opts_done = 0, r;
+
+    memset(&cli, 0, sizeof(cli));
+    cli.fd = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char **val = NULL;
+        if (!opts_done && a[0] == '-' && a[1] != '\0') {
+            if (strcmp(a, "--") == 0) {
+                opts_done = 1;
+                continue;
+            }
+            if (strcmp(a, "--json") == 0) {
+                cli.json = 1;
+                continue;
+            }
+            if (strcmp(a, "-d") == 0 || strcmp(a, "--datadir") == 0)
+                val = &datadir;
+            else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
+                val = &config;
+            else if (strcmp(a, "--state") == 0)
+                val = &cli.state;
+            else if (strcmp(a, "--route") == 0)
+                val = &cli.route;
+            if (val == NULL) {
+                fprintf(stderr,
+                        "relaymesh: unknown option %s; run "
+                        "`relaymesh help`\n",
+                        a);
+                return 2;
+            }
+            if (i + 1 >= argc) {
+                fprintf(stderr, "relaymesh: option %s needs a value\n", a);
+                return 2;
+            }
+            *val = argv[++i];
+            continue;
+        }
+        if (cli.nwords == sizeof(cli.words) / sizeof(cli.words[0]))
+            return ctl_usage("COMMAND ARGS...  (too many arguments)");
+        cli.words[cli.nwords++] = a;
+    }
+    if (datadir != NULL && config != NULL)
+        return ctl_usage("COMMAND  (give -d or -c, not both)");
+    if ((cli.state || cli.route) &&
+        !(ctl_is(&cli, 0, "queue") && ctl_is(&cli, 1, "list")))
+        return ctl_usage("queue list [--state S] [--route R]");
+    if (config != NULL) {
+        struct node_config cfg;
+        char err[512];
+        if (node_config_load(&cfg, config, err, sizeof(err)) != 0)
+            return ctl_err("%s; fix the config or use -d DATADIR", err);
+        snprintf(cli.sockbuf, sizeof(cli.sockbuf), "%s", cfg.control_socket);
+        node_config_cleanup(&cfg);
+    } else if (datadir != NULL) {
+        size_t l = strlen(datadir);
+        snprintf(cli.sockbuf, sizeof(cli.sockbuf), "%s%scontrol.sock", datadir,
+                 l > 0 && datadir[l - 1] == '/' ? "" : "/");
+    } else {
+        snprintf(cli.sockbuf, sizeof(cli.sockbuf), "%s", CTL_DEFAULT_SOCKET);
+    }
+    cli.socket = cli.sockbuf;
+    r = ctl_run(&cli);
+    if (cli.fd >= 0)
+        close(cli.fd);
+    if (r == 0 && fflush(stdout) != 0)
+        return ctl_err("cannot write to stdout: %s", strerror(errno));
+    return r;
+}
