@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "common/log.h"
 #include "common/rm_error.h"
@@ -121,6 +123,28 @@ node_raise_nofile(void)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+/* Refuse to start a second node on the same data directory before
+   binding anything or opening the store: the control socket answers
+   while a node runs (ctl_server_new checks again, race-free). */
+static int
+node_already_running(const char *sockpath)
+{
+    struct sockaddr_un sa;
+    int fd, r;
+
+    if (strlen(sockpath) >= sizeof(sa.sun_path))
+        return 0;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, sockpath, strlen(sockpath) + 1);
+    r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    close(fd);
+    return r == 0;
 }
 
 static void
@@ -310,6 +334,14 @@ node_serve_main(int argc, char **argv)
         goto out_cfg;
     }
 
+    if (node_already_running(rt->cfg.control_socket)) {
+        fprintf(stderr,
+                "relaymesh: another node is already running on %s (its "
+                "control socket %s answers); stop it first or use another "
+                "datadir\n",
+                rt->cfg.datadir, rt->cfg.control_socket);
+        goto out_cfg;
+    }
     if (uv_loop_init(&loop) != 0) {
         fprintf(stderr, "relaymesh: cannot create the event loop\n");
         goto out_cfg;

@@ -132,6 +132,27 @@ struct smtp_cmd {
  * (the session does that with smtp_param_* helpers below).
  * RCPT TO:<Postmaster> (no domain) is accepted as a path (§4.1.1.3).
  * Returns SMTP_PERR_OK or the first error.
+ *
+ * All slices point into line[0..len) and live as long as it does; cmd is
+ * fully overwritten. Details:
+ *  - An empty line or an unknown verb is SMTP_V_UNKNOWN with SMTP_PERR_OK
+ *    (the session answers 500 5.5.1). Any control byte (< 0x20 or 0x7f,
+ *    NUL and TAB included) anywhere in the line is SMTP_PERR_SYNTAX, for
+ *    every verb (verb and arg are still filled in).
+ *  - MAIL/RCPT: "FROM:" / "TO:" (any case), then at most one SP (RFC 5321
+ *    has none; clients send one), then the path, then 1*SP-separated
+ *    parameters. A missing keyword is SYNTAX; a path that is not <...> or
+ *    does not parse is PATH. A source route "<@a,@b:x@y>" is checked and
+ *    dropped (§4.1.1.3, App. C). Limits: local-part 64 (§4.5.3.1.1),
+ *    domain 255 (§4.5.3.1.2), "<" path ">" 256 (§4.5.3.1.3), measured on
+ *    the path we keep (source route dropped).
+ *  - utf8_ok: the server offers SMTPUTF8 on this session. Then UTF-8
+ *    (well-formed, RFC 3629) is allowed in local parts, domains (U-labels)
+ *    and parameter values (RFC 6531 §3.3) and path_utf8 says whether the
+ *    path used it; whether the transaction declared SMTPUTF8 (RFC 6531
+ *    §3.4) is for the session to check. Without utf8_ok any byte >= 0x80
+ *    in the path is SMTP_PERR_UTF8, in a parameter SMTP_PERR_PARAM; with
+ *    it, malformed UTF-8 is PATH / PARAM.
  */
 enum smtp_perr smtp_cmd_parse(const char *line, size_t len, int utf8_ok,
                               struct smtp_cmd *cmd);
@@ -141,24 +162,35 @@ int smtp_slice_eq(struct smtp_slice s, const char *lit);
 
 /* SIZE=n (RFC 1870): decimal, at most 20 digits, no overflow. 0 / -1. */
 int smtp_param_size(struct smtp_slice v, uint64_t *out);
-/* xtext (RFC 3461 §4): valid syntax? ENVID and ORCPT values. 0 / -1. */
+/* xtext (RFC 3461 §4): valid syntax? ENVID and ORCPT values. 0 / -1.
+   An empty value is -1 (esmtp-value is 1*, RFC 5321 §4.1.2). */
 int smtp_param_xtext_ok(struct smtp_slice v);
+/* ORCPT=addr-type ";" xtext (RFC 3461 §4.2), addr-type an atom, the
+   xtext non-empty. 0 / -1. */
+int smtp_param_orcpt_ok(struct smtp_slice v);
 /* NOTIFY=NEVER | SUCCESS,FAILURE,DELAY (RFC 3461 §4.1). Bits as in
    store.h STORE_NOTIFY_*: NEVER=1 SUCCESS=2 FAILURE=4 DELAY=8. 0 / -1
    (NEVER combined with others is an error). */
 int smtp_param_notify(struct smtp_slice v, unsigned *out);
 
-/* Split a BDAT argument "n [LAST]" (RFC 3030 §2). 0 / -1. */
+/* Split a BDAT argument "n [LAST]" (RFC 3030 §2): cmd->arg of a BDAT
+   line. chunk-size is 1*DIGIT (leading zeros allowed, must fit uint64_t),
+   then nothing or exactly one SP and "LAST" (any case). 0 / -1. */
 int smtp_bdat_arg(struct smtp_slice arg, uint64_t *size, int *last);
 
 /* ---- 3. message data ------------------------------------------------ */
 
 enum smtp_data_res {
     SMTP_DATA_AGAIN = 0, /* all input consumed, message not finished */
-    SMTP_DATA_END = 1,   /* CRLF.CRLF seen; *used stops right after it */
-    SMTP_DATA_ERROR = 2  /* a rule broke: see state->error; input is still
-                            consumed up to the end of data so the session
-                            stays in sync; keep feeding until END */
+    SMTP_DATA_END = 1,   /* CRLF.CRLF seen; *used stops right after it.
+                            Also returned when a rule broke on the way:
+                            check smtp_data_ok() / state->error */
+    SMTP_DATA_ERROR = 2  /* smtp_bdat_feed / smtp_bdat_end only: a rule
+                            broke (state->error or state->cb_error set).
+                            smtp_data_feed never returns it: after an
+                            error it goes on consuming (AGAIN) up to the
+                            real CRLF.CRLF (END) so the session stays in
+                            sync with the client */
 };
 
 enum smtp_data_err {
@@ -174,9 +206,18 @@ enum smtp_data_err {
 
 /*
  * Callback receiving unstuffed message bytes in order, CRLF line ends
- * (converted when normalise is on). Return 0 to go on, non-zero to make
- * smtp_data_feed stop and return SMTP_DATA_ERROR with that errno-style
- * value in state->cb_error (e.g. buffer full).
+ * (converted when normalise is on). Return 0 to go on, non-zero to stop
+ * the output: the value is kept in state->cb_error (errno-style, e.g.
+ * buffer full), out is not called again, and the feed goes on scanning
+ * to the end of data as after a rule error (the rules are still checked,
+ * so state->error may be set as well).
+ *
+ * out is called only while state->error == SMTP_DERR_NONE and
+ * state->cb_error == 0: it has received every message byte before the
+ * byte that broke a rule and none after. Bytes passed to out never hold a
+ * bare CR or a bare LF, and a CR is passed only together with its LF.
+ * p points into the caller's input or into a constant; valid during the
+ * call only.
  */
 typedef int (*smtp_data_out)(void *arg, const char *p, size_t len);
 
@@ -184,21 +225,33 @@ typedef int (*smtp_data_out)(void *arg, const char *p, size_t len);
 #define SMTP_HDR_VALUE_MAX 256
 
 struct smtp_data_state {
-    /* limits, set by the caller before the first feed */
-    size_t max_line;       /* text line incl. CRLF; 1000 (§4.5.3.1.6) */
-    size_t max_header;     /* header section bytes */
-    uint64_t max_size;     /* message bytes after unstuffing */
-    unsigned max_received; /* Received: header count limit (loop) */
+    /* limits, set by the caller (before or after smtp_data_init, which
+       keeps them and replaces a 0 by the default shown) */
+    size_t max_line;       /* text line incl. CRLF, not counting a
+                              stuffing dot; 1000 (§4.5.3.1.6) */
+    size_t max_header;     /* header section bytes: the lines before the
+                              first empty line, CRLFs included; 102400
+                              (Postfix's header_size_limit) */
+    uint64_t max_size;     /* message bytes after unstuffing, CRLFs
+                              included; default UINT64_MAX (none) */
+    unsigned max_received; /* more Received: fields than this is a loop
+                              (§6.3); 100 */
     int normalise;         /* 1: bare CR / LF become CRLF, not errors */
     /* results */
     enum smtp_data_err error;   /* first error, or NONE */
-    int cb_error;
-    uint64_t size;              /* unstuffed bytes so far */
+    int cb_error;               /* non-zero return of out, or 0 */
+    uint64_t size;              /* unstuffed bytes so far (bare line ends
+                                   counted as CRLF); goes on counting after
+                                   an error, for the log */
     unsigned received;          /* Received: headers seen */
     int in_header;              /* still in the header section */
-    int saw_8bit;
-    /* First value of these headers, unfolded and trimmed, NUL-ended;
-       "" if absent. */
+    int saw_8bit;               /* a byte >= 0x80 was seen (never an error
+                                   here: SMTP_DERR_8BIT is the session's) */
+    /* First value of these headers, unfolded (a fold becomes one SP),
+       trimmed, cut to SMTP_HDR_VALUE_MAX - 1 bytes (at a UTF-8 boundary),
+       TAB turned into SP and other control bytes into '?', NUL-ended;
+       "" if absent. Final once
+       the header section ended; not updated after an error. */
     char from[SMTP_HDR_VALUE_MAX];
     char subject[SMTP_HDR_VALUE_MAX];
     char msgid[SMTP_HDR_VALUE_MAX];
@@ -211,18 +264,44 @@ struct smtp_data_state {
     size_t hdr_name_len;
     int hdr_which;
     size_t hdr_val_len;
+    int crlf_bol;    /* the current line follows a real CRLF (or is the
+                        first): only there can "." CRLF end the data */
+    int hdr_phase;   /* in the header: reading a name, a value, or a line
+                        that is no header field */
+    size_t hdr_sp;   /* spaces held back inside the value (trimming) */
+    int hdr_fold;    /* a fold is pending: it becomes one SP */
+    int hdr_full;    /* the value being captured is full */
+    unsigned hdr_done; /* bit per captured header: first one taken */
 };
 
+/*
+ * Prepare ds for one message: results and tokenizer state reset, limits
+ * and normalise kept (a 0 limit gets its default). Call it before every
+ * message (DATA or the first BDAT).
+ */
 void smtp_data_init(struct smtp_data_state *ds);
 
+/* 1 when the message passed every rule (error NONE and cb_error 0). */
+int smtp_data_ok(const struct smtp_data_state *ds);
+
 /*
- * Feed DATA-phase bytes. Unstuffed message bytes go to out (which may be
- * NULL once an error is known, to just find the end). Stops after the
+ * Feed DATA-phase bytes, in pieces of any size (the result does not
+ * depend on how the stream is cut). Unstuffed message bytes go to out
+ * (which may be NULL, to just find the end). Stops after the
  * terminating CRLF.CRLF (SMTP_DATA_END, *used = bytes consumed including
  * it; bytes after it belong to the next command). The terminator's final
  * CRLF is the end of the last line and is part of the message; ".\r\n"
- * is not. In normalise mode a bare LF can end a line but the end of data
- * is still only CRLF.CRLF (a lone LF.LF or LF.CRLF never ends data).
+ * is not. ".\r\n" as the very first line ends an empty message. In
+ * normalise mode a bare LF or bare CR ends a line (and a leading dot of
+ * the next line is unstuffed) but the end of data is still only
+ * CRLF.CRLF (LF.LF, CR.CR, LF.CRLF, CR.CRLF never end data).
+ *
+ * Errors (RFC 5321 §2.3.8, §4.5.3.1.6, §6.3, and the limits above) set
+ * ds->error once (the first wins); from then on out is not called and
+ * the function keeps returning SMTP_DATA_AGAIN (*used = len) until the
+ * real CRLF.CRLF, where it returns SMTP_DATA_END. So the session feeds
+ * until END, then accepts the message only if smtp_data_ok(ds).
+ * After END, further calls return END with *used = 0.
  */
 enum smtp_data_res smtp_data_feed(struct smtp_data_state *ds, const char *in,
                                   size_t len, size_t *used, smtp_data_out out,
@@ -230,11 +309,24 @@ enum smtp_data_res smtp_data_feed(struct smtp_data_state *ds, const char *in,
 
 /*
  * Header accounting for BDAT bodies (no dot-stuffing, no terminator):
- * same header tracking, size and 8-bit rules as smtp_data_feed, applied
- * to raw chunk bytes in order. Returns SMTP_DATA_AGAIN or
- * SMTP_DATA_ERROR (state->error set); out receives the bytes unchanged.
+ * same header tracking, size, line, bare CR / LF (RFC 3030 §3 keeps
+ * RFC 5321's line rules) and 8-bit rules as smtp_data_feed, applied
+ * to raw chunk bytes in order; all of in is always consumed. Returns
+ * SMTP_DATA_AGAIN or SMTP_DATA_ERROR (an error is set, now or earlier);
+ * out receives the bytes unchanged (bare CR / LF turned into CRLF when
+ * normalise is on), except that a CR ending a chunk is held back until
+ * the next byte shows whether it is bare.
  */
 enum smtp_data_res smtp_bdat_feed(struct smtp_data_state *ds, const char *in,
                                   size_t len, smtp_data_out out, void *arg);
+
+/*
+ * After the BDAT LAST chunk: a CR held back at the very end is bare
+ * (SMTP_DERR_BARE_CR, or CRLF when normalising). A last line without
+ * CRLF is left as it is. Returns SMTP_DATA_END, or SMTP_DATA_ERROR when
+ * the message broke a rule (same as !smtp_data_ok(ds)).
+ */
+enum smtp_data_res smtp_bdat_end(struct smtp_data_state *ds, smtp_data_out out,
+                                 void *arg);
 
 #endif
