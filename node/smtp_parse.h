@@ -57,7 +57,10 @@ void smtp_line_init(struct smtp_line_state *ls, size_t max);
  * partial line in[0..len) already exceeds max without a LF, the state
  * switches to discarding, *used = len, and SMTP_TOK_AGAIN is returned;
  * SMTP_TOK_TOOLONG follows when its LF arrives. For SMTP_TOK_TOOLONG and
- * SMTP_TOK_BARELF, *used covers the bad line including its LF.
+ * SMTP_TOK_BARELF, *used covers the bad line including its LF; *line
+ * is {NULL, 0} for every result but SMTP_TOK_LINE. The caller's buffer
+ * must hold max bytes plus one read: a partial line shorter than max is
+ * kept by the caller, a longer one is dropped here.
  */
 enum smtp_tok smtp_line_next(struct smtp_line_state *ls, const char *in,
                              size_t len, struct smtp_slice *line,

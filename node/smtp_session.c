@@ -269,7 +269,8 @@ smtp_strndup(const char *p, size_t len)
 
     if (d == NULL)
         return NULL;
-    memcpy(d, p, len);
+    if (len)
+        memcpy(d, p, len);
     d[len] = '\0';
     return d;
 }
@@ -497,20 +498,11 @@ smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
             }
         } else if (smtp_slice_eq(p->key, "ORCPT")) {
             /* RFC 3461 §4.2: addr-type ";" xtext */
-            const char *semi =
-                p->value.p ? memchr(p->value.p, ';', p->value.len) : NULL;
-            struct smtp_slice x;
-            if (semi == NULL || semi == p->value.p ||
-                p->value.len > SMTP_ORCPT_MAX) {
+            if (p->value.len > SMTP_ORCPT_MAX ||
+                smtp_param_orcpt_ok(p->value) != 0) {
                 smtp_reply(s, "501 5.5.4 Bad ORCPT parameter");
                 smtp_error(s);
-                return;
-            }
-            x.p = semi + 1;
-            x.len = p->value.len - (size_t)(x.p - p->value.p);
-            if (x.len == 0 || smtp_param_xtext_ok(x) != 0) {
-                smtp_reply(s, "501 5.5.4 Bad ORCPT parameter");
-                smtp_error(s);
+                free(r.orcpt);
                 return;
             }
             free(r.orcpt);
@@ -638,7 +630,9 @@ smtp_begin_message(struct smtp_session *s)
     int r;
 
     store_qid_new(s->n->store, s->qid);
-    buf_init(&s->msg, s->cfg->max_message_size + SMTP_TRACE_MAX);
+    /* The buffer may still hold an allocation from the last message. */
+    buf_reset(&s->msg);
+    s->msg.max = s->cfg->max_message_size + SMTP_TRACE_MAX;
     smtp_data_init(&s->ds);
     s->ds.max_line = s->cfg->max_text_line;
     s->ds.max_header = s->cfg->max_header_size;
@@ -702,7 +696,7 @@ smtp_end_message(struct smtp_session *s)
     struct smtp_data_state *ds = &s->ds;
     int rc;
 
-    if (ds->error != SMTP_DERR_NONE || ds->cb_error != 0) {
+    if (!smtp_data_ok(ds)) {
         s->n->stats.messages_rejected++;
         switch (ds->error) {
         case SMTP_DERR_BARE_CR:
@@ -906,7 +900,7 @@ smtp_bdat_chunk_done(struct smtp_session *s)
         smtp_error(s);
         return;
     }
-    if (s->ds.error != SMTP_DERR_NONE || s->ds.cb_error != 0) {
+    if (!smtp_data_ok(&s->ds)) {
         /* RFC 3030 §2: a failed chunk fails the transaction. */
         smtp_end_message(s);
         return;
@@ -917,6 +911,8 @@ smtp_bdat_chunk_done(struct smtp_session *s)
                    s->ds.size);
         return;
     }
+    /* A CR held back at the very end of the last chunk is bare. */
+    smtp_bdat_end(&s->ds, smtp_msg_out, s);
     smtp_end_message(s);
 }
 
