@@ -14,10 +14,10 @@
 #include <stddef.h>
 
 struct buf {
-    char *data;  /* NULL until the first append */
-    size_t len;  /* bytes in use */
-    size_t cap;  /* bytes allocated */
-    size_t max;  /* maximum len; appends past it fail */
+    char *data; /* NULL until the first append */
+    size_t len; /* bytes in use */
+    size_t cap; /* bytes allocated */
+    size_t max; /* maximum len; appends past it fail */
 };
 
 void buf_init(struct buf *b, size_t max);

@@ -13,12 +13,7 @@
 
 #include <stddef.h>
 
-enum log_level {
-    LOG_ERR = 0,
-    LOG_WARN = 1,
-    LOG_INFO = 2,
-    LOG_DEBUG = 3
-};
+enum log_level { LOG_ERR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
 /* Set the threshold; lines above it are dropped. Default LOG_INFO. */
 void log_set_level(enum log_level level);

@@ -124,8 +124,8 @@ harness_read_thread(void *arg)
 }
 
 int
-harness_converse(struct harness *h, const char *input, size_t len,
-                 int trusted, struct buf *out)
+harness_converse(struct harness *h, const char *input, size_t len, int trusted,
+                 struct buf *out)
 {
     int sv[2];
     struct smtp_session *s;
@@ -200,8 +200,8 @@ harness_deliver(struct harness *h)
     int r = store_queue_list(h->n.store, harness_key_cb, &ks);
 
     if (r == 0 && ks.n) {
-        r = store_queue_deliver_local(h->n.store, ks.k, ks.n,
-                                      harness_done_cb, &d);
+        r = store_queue_deliver_local(h->n.store, ks.k, ks.n, harness_done_cb,
+                                      &d);
         if (r == 0)
             r = harness_wait(h, &d);
     }

@@ -50,8 +50,7 @@ main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         struct stat sb;
         if (stat(argv[i], &sb) != 0) {
-            fprintf(stderr, "replay: %s: no such file or directory\n",
-                    argv[i]);
+            fprintf(stderr, "replay: %s: no such file or directory\n", argv[i]);
             return 1;
         }
         if (S_ISDIR(sb.st_mode)) {

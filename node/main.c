@@ -10,22 +10,21 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "usage: relaymesh COMMAND [options]\n"
-            "\n"
-            "  serve [-c FILE] [--check] [--log-level LEVEL]\n"
-            "                       run a node (no -c: embedded default)\n"
-            "  status               the running node: listeners, counters\n"
-            "  user add|del|passwd ADDRESS\n"
-            "  user list            store users\n"
-            "  mailbox list ADDRESS messages in a mailbox\n"
-            "  mailbox cat ADDRESS UID\n"
-            "                       one raw message\n"
-            "  queue list|show ID|delete ID|hold ID|release ID\n"
-            "\n"
-            "Client commands find the node with -d DATADIR or -c FILE;\n"
-            "with neither, ./relaymesh-data. Listings take --json.\n"
-            "See relaymesh(8) in README.md for details.\n");
+    fprintf(f, "usage: relaymesh COMMAND [options]\n"
+               "\n"
+               "  serve [-c FILE] [--check] [--log-level LEVEL]\n"
+               "                       run a node (no -c: embedded default)\n"
+               "  status               the running node: listeners, counters\n"
+               "  user add|del|passwd ADDRESS\n"
+               "  user list            store users\n"
+               "  mailbox list ADDRESS messages in a mailbox\n"
+               "  mailbox cat ADDRESS UID\n"
+               "                       one raw message\n"
+               "  queue list|show ID|delete ID|hold ID|release ID\n"
+               "\n"
+               "Client commands find the node with -d DATADIR or -c FILE;\n"
+               "with neither, ./relaymesh-data. Listings take --json.\n"
+               "See relaymesh(8) in README.md for details.\n");
 }
 
 int

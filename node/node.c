@@ -310,8 +310,9 @@ node_serve_main(int argc, char **argv)
     if (level == NULL)
         level = rt->cfg.log_level;
     if (log_level_parse(level, &lv) != 0) {
-        fprintf(stderr, "relaymesh: unknown log level '%s' (error, warn, "
-                        "info, debug)\n",
+        fprintf(stderr,
+                "relaymesh: unknown log level '%s' (error, warn, "
+                "info, debug)\n",
                 level);
         goto out_cfg;
     }

@@ -23,13 +23,13 @@ struct ctl_server;
 struct node_stats {
     uint64_t sessions_total;
     uint64_t sessions_current;
-    uint64_t sessions_refused;   /* over max_sessions */
-    uint64_t messages_accepted;  /* 250 after DATA / BDAT LAST */
+    uint64_t sessions_refused;  /* over max_sessions */
+    uint64_t messages_accepted; /* 250 after DATA / BDAT LAST */
     uint64_t recipients_accepted;
-    uint64_t messages_rejected;  /* 5xx / 4xx at end of data */
+    uint64_t messages_rejected; /* 5xx / 4xx at end of data */
     uint64_t rcpt_rejected;
     uint64_t delivered_local;
-    uint64_t store_full;         /* 452 4.3.1 answers */
+    uint64_t store_full; /* 452 4.3.1 answers */
     uint64_t protocol_errors;
 };
 
@@ -40,8 +40,8 @@ struct node {
     struct smtp_server *smtp;
     struct node_queue *queue;
     struct ctl_server *ctl;
-    int64_t started;             /* unix seconds */
-    int draining;                /* SIGTERM received */
+    int64_t started; /* unix seconds */
+    int draining;    /* SIGTERM received */
     struct node_stats stats;
 };
 

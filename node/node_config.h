@@ -22,55 +22,55 @@
 #define NODE_CONFIG_NETS_MAX 64
 
 struct node_listen {
-    char text[128];                 /* as written: "127.0.0.1:2525" */
+    char text[128]; /* as written: "127.0.0.1:2525" */
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
 
 struct node_net {
-    int family;                     /* AF_INET or AF_INET6 */
-    unsigned char addr[16];         /* network bytes, masked */
-    unsigned prefix;                /* prefix length */
+    int family;             /* AF_INET or AF_INET6 */
+    unsigned char addr[16]; /* network bytes, masked */
+    unsigned prefix;        /* prefix length */
 };
 
 enum node_bare_lf {
-    NODE_BARE_REJECT = 0,           /* 5xx on bare CR / LF (default) */
-    NODE_BARE_NORMALISE = 1         /* convert to CRLF */
+    NODE_BARE_REJECT = 0,   /* 5xx on bare CR / LF (default) */
+    NODE_BARE_NORMALISE = 1 /* convert to CRLF */
 };
 
 struct node_config {
-    char *path;                     /* config file, NULL = embedded */
+    char *path; /* config file, NULL = embedded */
     /* [node] */
-    char *hostname;                 /* default: gethostname() */
-    char *datadir;                  /* default "./relaymesh-data" */
-    char *user;                     /* drop privileges to; "relaymesh" */
-    char *log_level;                /* "info" */
-    char *control_socket;           /* default "<datadir>/control.sock" */
+    char *hostname;       /* default: gethostname() */
+    char *datadir;        /* default "./relaymesh-data" */
+    char *user;           /* drop privileges to; "relaymesh" */
+    char *log_level;      /* "info" */
+    char *control_socket; /* default "<datadir>/control.sock" */
     /* [smtp] */
     struct node_listen listen[NODE_CONFIG_LISTEN_MAX];
-    size_t nlisten;                 /* default 127.0.0.1:2525 */
+    size_t nlisten;                         /* default 127.0.0.1:2525 */
     char *domains[NODE_CONFIG_DOMAINS_MAX]; /* local domains, lower-case */
-    size_t ndomains;                /* default "localhost" */
+    size_t ndomains;                        /* default "localhost" */
     struct node_net mynetworks[NODE_CONFIG_NETS_MAX];
-    size_t nmynetworks;             /* default 127.0.0.0/8, ::1/128 */
-    char *postmaster;               /* mailbox for postmaster@ any local
-                                       domain; default postmaster@<first> */
-    char *banner;                   /* greeting text after hostname */
+    size_t nmynetworks; /* default 127.0.0.0/8, ::1/128 */
+    char *postmaster;   /* mailbox for postmaster@ any local
+                           domain; default postmaster@<first> */
+    char *banner;       /* greeting text after hostname */
     /* [limits] RFC 5321 §4.5.3 and session budget */
-    size_t max_command_line;        /* 512 (§4.5.3.1.4) */
-    size_t max_text_line;           /* 1000 (§4.5.3.1.6) */
-    size_t max_recipients;          /* 1000 (§4.5.3.1.8 minimum is 100) */
-    uint64_t max_message_size;      /* 26214400 */
-    size_t max_header_size;         /* 102400 */
-    unsigned max_errors;            /* 10, then 421 */
-    unsigned max_received;          /* 50 Received headers, loop */
-    unsigned max_sessions;          /* 10000 concurrent, then 421 */
-    unsigned timeout_command;       /* seconds; 300 (§4.5.3.2.7) */
-    unsigned timeout_data;          /* seconds; 600 per data read */
-    unsigned timeout_shutdown;      /* seconds SIGTERM waits for sessions */
-    enum node_bare_lf bare_lf;      /* "reject" | "normalise" */
+    size_t max_command_line;   /* 512 (§4.5.3.1.4) */
+    size_t max_text_line;      /* 1000 (§4.5.3.1.6) */
+    size_t max_recipients;     /* 1000 (§4.5.3.1.8 minimum is 100) */
+    uint64_t max_message_size; /* 26214400 */
+    size_t max_header_size;    /* 102400 */
+    unsigned max_errors;       /* 10, then 421 */
+    unsigned max_received;     /* 50 Received headers, loop */
+    unsigned max_sessions;     /* 10000 concurrent, then 421 */
+    unsigned timeout_command;  /* seconds; 300 (§4.5.3.2.7) */
+    unsigned timeout_data;     /* seconds; 600 per data read */
+    unsigned timeout_shutdown; /* seconds SIGTERM waits for sessions */
+    enum node_bare_lf bare_lf; /* "reject" | "normalise" */
     /* [store] */
-    uint64_t map_size_max;          /* 0 = no limit but the disk */
+    uint64_t map_size_max; /* 0 = no limit but the disk */
 };
 
 /*
@@ -93,8 +93,8 @@ void node_config_cleanup(struct node_config *cfg);
 int node_config_trusted(const struct node_config *cfg,
                         const struct sockaddr *sa);
 /* 1 if domain (any case, no trailing dot) is a local domain. */
-int node_config_local_domain(const struct node_config *cfg,
-                             const char *domain, size_t len);
+int node_config_local_domain(const struct node_config *cfg, const char *domain,
+                             size_t len);
 
 /* Write every key with its value, as INI, to fd (for `serve --check -v`
    and the sample config). */

@@ -94,8 +94,8 @@ node_queue_done(void *arg, int status)
         q->ninflight = 0;
         if (!q->closing) {
             q->failed = 1;
-            uv_timer_start(&q->retry, node_queue_retry_cb,
-                           NODE_QUEUE_RETRY_MS, 0);
+            uv_timer_start(&q->retry, node_queue_retry_cb, NODE_QUEUE_RETRY_MS,
+                           0);
         }
     }
     if (!q->closing)
@@ -110,8 +110,8 @@ node_queue_submit(struct node_queue *q)
 
     if (q->busy || q->closing || q->failed || q->npending == 0)
         return;
-    take = q->npending < NODE_QUEUE_BATCH_MAX ? q->npending
-                                              : NODE_QUEUE_BATCH_MAX;
+    take =
+        q->npending < NODE_QUEUE_BATCH_MAX ? q->npending : NODE_QUEUE_BATCH_MAX;
     q->inflight = malloc(take * sizeof(*q->inflight));
     if (q->inflight == NULL)
         return;

@@ -41,9 +41,9 @@ enum smtp_tok {
 };
 
 struct smtp_line_state {
-    size_t max;       /* longest line accepted, CRLF included (§4.5.3.1.4:
-                         512) */
-    int discarding;   /* inside an over-long line, dropping until LF */
+    size_t max;     /* longest line accepted, CRLF included (§4.5.3.1.4:
+                       512) */
+    int discarding; /* inside an over-long line, dropping until LF */
 };
 
 void smtp_line_init(struct smtp_line_state *ls, size_t max);
@@ -63,8 +63,7 @@ void smtp_line_init(struct smtp_line_state *ls, size_t max);
  * kept by the caller, a longer one is dropped here.
  */
 enum smtp_tok smtp_line_next(struct smtp_line_state *ls, const char *in,
-                             size_t len, struct smtp_slice *line,
-                             size_t *used);
+                             size_t len, struct smtp_slice *line, size_t *used);
 
 /* ---- 2. commands ---------------------------------------------------- */
 
@@ -118,10 +117,10 @@ struct smtp_cmd {
     struct smtp_slice arg;       /* everything after verb and one SP,
                                     trailing spaces removed; empty if none */
     /* MAIL / RCPT only: */
-    struct smtp_slice path;      /* address inside <>, source route
-                                    removed; empty for <> (null path) */
-    int null_path;               /* MAIL FROM:<> */
-    int path_utf8;               /* path has non-ASCII bytes */
+    struct smtp_slice path; /* address inside <>, source route
+                               removed; empty for <> (null path) */
+    int null_path;          /* MAIL FROM:<> */
+    int path_utf8;          /* path has non-ASCII bytes */
     struct smtp_param params[SMTP_PARAMS_MAX];
     size_t nparams;
 };
@@ -198,13 +197,13 @@ enum smtp_data_res {
 
 enum smtp_data_err {
     SMTP_DERR_NONE = 0,
-    SMTP_DERR_BARE_CR,     /* CR not followed by LF (RFC 5321 §2.3.8) */
-    SMTP_DERR_BARE_LF,     /* LF not preceded by CR */
-    SMTP_DERR_LINE_TOOLONG,/* text line > max_line (§4.5.3.1.6: 1000) */
-    SMTP_DERR_HDR_TOOBIG,  /* header section > max_header */
-    SMTP_DERR_TOOBIG,      /* message > max_size */
-    SMTP_DERR_LOOP,        /* Received headers > max_received */
-    SMTP_DERR_8BIT         /* 8-bit byte in a 7BIT body: accepted, noted */
+    SMTP_DERR_BARE_CR,      /* CR not followed by LF (RFC 5321 §2.3.8) */
+    SMTP_DERR_BARE_LF,      /* LF not preceded by CR */
+    SMTP_DERR_LINE_TOOLONG, /* text line > max_line (§4.5.3.1.6: 1000) */
+    SMTP_DERR_HDR_TOOBIG,   /* header section > max_header */
+    SMTP_DERR_TOOBIG,       /* message > max_size */
+    SMTP_DERR_LOOP,         /* Received headers > max_received */
+    SMTP_DERR_8BIT          /* 8-bit byte in a 7BIT body: accepted, noted */
 };
 
 /*
@@ -241,15 +240,15 @@ struct smtp_data_state {
                               (§6.3); 100 */
     int normalise;         /* 1: bare CR / LF become CRLF, not errors */
     /* results */
-    enum smtp_data_err error;   /* first error, or NONE */
-    int cb_error;               /* non-zero return of out, or 0 */
-    uint64_t size;              /* unstuffed bytes so far (bare line ends
-                                   counted as CRLF); goes on counting after
-                                   an error, for the log */
-    unsigned received;          /* Received: headers seen */
-    int in_header;              /* still in the header section */
-    int saw_8bit;               /* a byte >= 0x80 was seen (never an error
-                                   here: SMTP_DERR_8BIT is the session's) */
+    enum smtp_data_err error; /* first error, or NONE */
+    int cb_error;             /* non-zero return of out, or 0 */
+    uint64_t size;            /* unstuffed bytes so far (bare line ends
+                                 counted as CRLF); goes on counting after
+                                 an error, for the log */
+    unsigned received;        /* Received: headers seen */
+    int in_header;            /* still in the header section */
+    int saw_8bit;             /* a byte >= 0x80 was seen (never an error
+                                 here: SMTP_DERR_8BIT is the session's) */
     /* First value of these headers, unfolded (a fold becomes one SP),
        trimmed, cut to SMTP_HDR_VALUE_MAX - 1 bytes (at a UTF-8 boundary),
        TAB turned into SP and other control bytes into '?', NUL-ended;
@@ -267,13 +266,13 @@ struct smtp_data_state {
     size_t hdr_name_len;
     int hdr_which;
     size_t hdr_val_len;
-    int crlf_bol;    /* the current line follows a real CRLF (or is the
-                        first): only there can "." CRLF end the data */
-    int hdr_phase;   /* in the header: reading a name, a value, or a line
-                        that is no header field */
-    size_t hdr_sp;   /* spaces held back inside the value (trimming) */
-    int hdr_fold;    /* a fold is pending: it becomes one SP */
-    int hdr_full;    /* the value being captured is full */
+    int crlf_bol;      /* the current line follows a real CRLF (or is the
+                          first): only there can "." CRLF end the data */
+    int hdr_phase;     /* in the header: reading a name, a value, or a line
+                          that is no header field */
+    size_t hdr_sp;     /* spaces held back inside the value (trimming) */
+    int hdr_fold;      /* a fold is pending: it becomes one SP */
+    int hdr_full;      /* the value being captured is full */
     unsigned hdr_done; /* bit per captured header: first one taken */
 };
 

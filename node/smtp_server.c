@@ -176,8 +176,8 @@ smtp_on_connection(uv_stream_t *lst, int status)
         uv_close((uv_handle_t *)st, smtp_unstarted_close_cb);
         return;
     }
-    if (uv_tcp_getpeername((uv_tcp_t *)st, (struct sockaddr *)&peer,
-                           &plen) == 0)
+    if (uv_tcp_getpeername((uv_tcp_t *)st, (struct sockaddr *)&peer, &plen) ==
+        0)
         smtp_session_set_peer(s, (struct sockaddr *)&peer);
     uv_tcp_nodelay((uv_tcp_t *)st, 1);
     smtp_session_start(s);
@@ -258,8 +258,7 @@ smtp_server_new(struct node *n, struct smtp_server **out)
         }
         /* Stop reading until start: uv_listen already accepts into the
            backlog, which is fine; connections wait there. */
-        if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &blen) ==
-            0)
+        if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &blen) == 0)
             smtp_listener_text((struct sockaddr *)&bound, l->text,
                                sizeof(l->text));
         else
@@ -278,8 +277,7 @@ smtp_server_start(struct smtp_server *srv)
 }
 
 void
-smtp_server_drain(struct smtp_server *srv, void (*done_cb)(void *),
-                  void *arg)
+smtp_server_drain(struct smtp_server *srv, void (*done_cb)(void *), void *arg)
 {
     struct smtp_sess_link *l, *next;
 

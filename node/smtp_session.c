@@ -46,15 +46,15 @@
 #define SMTP_ORCPT_MAX 500
 
 enum smtp_state {
-    SMTP_S_INIT = 0,  /* greeting sent, no HELO / EHLO yet */
-    SMTP_S_READY,     /* HELO / EHLO done, no transaction */
-    SMTP_S_MAIL,      /* MAIL accepted, no recipient yet */
-    SMTP_S_RCPT,      /* at least one recipient accepted */
-    SMTP_S_DATA,      /* reading DATA content up to CRLF.CRLF */
-    SMTP_S_BDAT,      /* reading the bytes of one BDAT chunk */
-    SMTP_S_CHUNKING,  /* between BDAT chunks of one transaction */
-    SMTP_S_COMMIT,    /* message handed to the store; input waits */
-    SMTP_S_CLOSING,   /* last reply queued; closing */
+    SMTP_S_INIT = 0, /* greeting sent, no HELO / EHLO yet */
+    SMTP_S_READY,    /* HELO / EHLO done, no transaction */
+    SMTP_S_MAIL,     /* MAIL accepted, no recipient yet */
+    SMTP_S_RCPT,     /* at least one recipient accepted */
+    SMTP_S_DATA,     /* reading DATA content up to CRLF.CRLF */
+    SMTP_S_BDAT,     /* reading the bytes of one BDAT chunk */
+    SMTP_S_CHUNKING, /* between BDAT chunks of one transaction */
+    SMTP_S_COMMIT,   /* message handed to the store; input waits */
+    SMTP_S_CLOSING,  /* last reply queued; closing */
     SMTP_S__COUNT
 };
 
@@ -179,8 +179,7 @@ smtp_session_enter(struct smtp_session *s, enum smtp_state next)
 
 /* ---- replies ----------------------------------------------------------- */
 
-static void
-smtp_reply(struct smtp_session *s, const char *fmt, ...)
+static void smtp_reply(struct smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
@@ -218,8 +217,7 @@ smtp_error(struct smtp_session *s)
     s->errors++;
     s->n->stats.protocol_errors++;
     if (s->errors >= s->cfg->max_errors) {
-        smtp_reply(s, "421 4.7.0 %s Error: too many errors",
-                   s->cfg->hostname);
+        smtp_reply(s, "421 4.7.0 %s Error: too many errors", s->cfg->hostname);
         smtp_session_close(s, "too many errors");
     }
 }
@@ -316,13 +314,13 @@ smtp_do_helo(struct smtp_session *s, struct smtp_cmd *c)
        list when TLS lands. */
     smtp_reply(s, "250-%s Hello %s [%s]", cfg->hostname, s->helo,
                s->has_peer ? s->peer_ip : "unknown");
-    smtp_reply(s, "250-PIPELINING");                          /* RFC 2920 */
+    smtp_reply(s, "250-PIPELINING");                           /* RFC 2920 */
     smtp_reply(s, "250-SIZE %" PRIu64, cfg->max_message_size); /* RFC 1870 */
-    smtp_reply(s, "250-8BITMIME");                            /* RFC 6152 */
-    smtp_reply(s, "250-ENHANCEDSTATUSCODES");                 /* RFC 2034 */
-    smtp_reply(s, "250-SMTPUTF8");                            /* RFC 6531 */
-    smtp_reply(s, "250-CHUNKING");                            /* RFC 3030 */
-    smtp_reply(s, "250 DSN");                                 /* RFC 3461 */
+    smtp_reply(s, "250-8BITMIME");                             /* RFC 6152 */
+    smtp_reply(s, "250-ENHANCEDSTATUSCODES");                  /* RFC 2034 */
+    smtp_reply(s, "250-SMTPUTF8");                             /* RFC 6531 */
+    smtp_reply(s, "250-CHUNKING");                             /* RFC 3030 */
+    smtp_reply(s, "250 DSN");                                  /* RFC 3461 */
 }
 
 static void
@@ -530,8 +528,7 @@ smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
             return;
         }
     }
-    if (postmaster ||
-        node_config_local_domain(cfg, domain, dlen)) {
+    if (postmaster || node_config_local_domain(cfg, domain, dlen)) {
         size_t llen = postmaster ? c->path.len : c->path.len - dlen - 1;
         struct smtp_slice local = {c->path.p, llen};
         if (postmaster || smtp_slice_eq(local, "postmaster")) {
@@ -551,8 +548,7 @@ smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
             addr[c->path.len] = '\0';
             rc = store_addr_canon(addr, canon, sizeof(canon));
             if (rc == 0)
-                rc = store_user_get(s->n->store, canon, smtp_user_found,
-                                    &pr);
+                rc = store_user_get(s->n->store, canon, smtp_user_found, &pr);
             if (rc == RM_E_NOTFOUND || (rc == 0 && !pr.found)) {
                 smtp_reply(s,
                            "550 5.1.1 <%s>: Recipient address rejected: "
@@ -576,8 +572,8 @@ smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
     } else if (s->trusted) {
         r.route = STORE_ROUTE_REMOTE;
     } else {
-        smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied",
-                   (int)c->path.len, c->path.p);
+        smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied", (int)c->path.len,
+                   c->path.p);
         s->n->stats.rcpt_rejected++;
         smtp_error(s);
         free(r.orcpt);
@@ -651,16 +647,16 @@ smtp_begin_message(struct smtp_session *s)
                         "with %s id %s\r\n\tfor <%s>; %s\r\n",
                         s->helo, s->has_peer ? "[" : "",
                         s->has_peer ? s->peer_ip : "unknown",
-                        s->has_peer ? "]" : "", s->cfg->hostname, proto,
-                        s->qid, s->rcpts[0].addr, date);
+                        s->has_peer ? "]" : "", s->cfg->hostname, proto, s->qid,
+                        s->rcpts[0].addr, date);
     else
         r = buf_appendf(&s->msg,
                         "Received: from %s (%s%s%s)\r\n\tby %s (relaymesh) "
                         "with %s id %s;\r\n\t%s\r\n",
                         s->helo, s->has_peer ? "[" : "",
                         s->has_peer ? s->peer_ip : "unknown",
-                        s->has_peer ? "]" : "", s->cfg->hostname, proto,
-                        s->qid, date);
+                        s->has_peer ? "]" : "", s->cfg->hostname, proto, s->qid,
+                        date);
     s->data_started = 1;
     return r;
 }
@@ -702,36 +698,42 @@ smtp_end_message(struct smtp_session *s)
         case SMTP_DERR_BARE_CR:
         case SMTP_DERR_BARE_LF:
             /* RFC 5321 §2.3.8: CR and LF only as CRLF (SMTP smuggling). */
-            smtp_reply(s, "550 5.6.0 Message contains bare %s; use CRLF "
-                          "line ends",
+            smtp_reply(s,
+                       "550 5.6.0 Message contains bare %s; use CRLF "
+                       "line ends",
                        ds->error == SMTP_DERR_BARE_CR ? "CR" : "LF");
             break;
         case SMTP_DERR_LINE_TOOLONG:
-            smtp_reply(s, "500 5.5.2 Message text line longer than %zu "
-                          "bytes (RFC 5321 4.5.3.1.6)",
+            smtp_reply(s,
+                       "500 5.5.2 Message text line longer than %zu "
+                       "bytes (RFC 5321 4.5.3.1.6)",
                        s->cfg->max_text_line);
             break;
         case SMTP_DERR_HDR_TOOBIG:
-            smtp_reply(s, "552 5.3.4 Message header exceeds limit of %zu "
-                          "bytes",
+            smtp_reply(s,
+                       "552 5.3.4 Message header exceeds limit of %zu "
+                       "bytes",
                        s->cfg->max_header_size);
             break;
         case SMTP_DERR_TOOBIG:
-            smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit of "
-                          "%" PRIu64 " bytes",
+            smtp_reply(s,
+                       "552 5.3.4 Message size exceeds fixed limit of "
+                       "%" PRIu64 " bytes",
                        s->cfg->max_message_size);
             break;
         case SMTP_DERR_LOOP:
-            smtp_reply(s, "554 5.4.6 Too many hops: more than %u Received "
-                          "headers (mail loop?)",
+            smtp_reply(s,
+                       "554 5.4.6 Too many hops: more than %u Received "
+                       "headers (mail loop?)",
                        s->cfg->max_received);
             break;
         case SMTP_DERR_8BIT:
         case SMTP_DERR_NONE:
             /* cb_error: our buffer refused the bytes. */
             if (ds->cb_error == RM_E_TOOBIG)
-                smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit "
-                              "of %" PRIu64 " bytes",
+                smtp_reply(s,
+                           "552 5.3.4 Message size exceeds fixed limit "
+                           "of %" PRIu64 " bytes",
                            s->cfg->max_message_size);
             else
                 smtp_reply(s, "451 4.3.0 Out of memory, try again later");
@@ -830,8 +832,8 @@ smtp_commit_done(void *arg, int status)
             if (!s->closing)
                 smtp_reply(s, "452 4.3.1 Insufficient system storage");
         } else {
-            log_err("event=smtp.commit_failed sid=%s qid=%s err=\"%s\"",
-                    s->sid, s->qid, rm_strerror(status));
+            log_err("event=smtp.commit_failed sid=%s qid=%s err=\"%s\"", s->sid,
+                    s->qid, rm_strerror(status));
             if (!s->closing)
                 smtp_reply(s, "451 4.3.0 Local error in processing, try "
                               "again later");
@@ -845,8 +847,7 @@ smtp_commit_done(void *arg, int status)
     }
     smtp_txn_end(s);
     if (s->draining) {
-        smtp_reply(s, "421 4.3.2 %s Service shutting down",
-                   s->cfg->hostname);
+        smtp_reply(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
         smtp_session_close(s, "shutdown");
         smtp_flush(s);
         return;
@@ -907,8 +908,7 @@ smtp_bdat_chunk_done(struct smtp_session *s)
     }
     if (!s->bdat_last) {
         smtp_session_enter(s, SMTP_S_CHUNKING);
-        smtp_reply(s, "250 2.0.0 %" PRIu64 " bytes received",
-                   s->ds.size);
+        smtp_reply(s, "250 2.0.0 %" PRIu64 " bytes received", s->ds.size);
         return;
     }
     /* A CR held back at the very end of the last chunk is bare. */
@@ -987,8 +987,7 @@ static const struct smtp_cmd_def smtp_cmds[] = {
     {SMTP_V_DATA, ST(RCPT), SMTP_CF_NOARG, smtp_do_data,
      "503 5.5.1 Error: need RCPT command"},
     {SMTP_V_BDAT, ST_SESSION, 0, smtp_do_bdat, NULL},
-    {SMTP_V_RSET, ST_SESSION, SMTP_CF_NOARG | SMTP_CF_JUNK, smtp_do_rset,
-     NULL},
+    {SMTP_V_RSET, ST_SESSION, SMTP_CF_NOARG | SMTP_CF_JUNK, smtp_do_rset, NULL},
     {SMTP_V_NOOP, ST_SESSION, SMTP_CF_JUNK, smtp_do_noop, NULL},
     {SMTP_V_VRFY, ST_SESSION, SMTP_CF_JUNK, smtp_do_vrfy, NULL},
     {SMTP_V_EXPN, ST_SESSION, SMTP_CF_JUNK, smtp_do_expn, NULL},
@@ -1070,8 +1069,9 @@ smtp_handle_line(struct smtp_session *s, const char *line, size_t len)
               smtp_verb_name(c.verb), smtp_state_names[s->state]);
     if (def->flags & SMTP_CF_JUNK) {
         if (++s->junk > SMTP_JUNK_MAX) {
-            smtp_reply(s, "421 4.7.0 %s Error: too many commands without "
-                          "mail",
+            smtp_reply(s,
+                       "421 4.7.0 %s Error: too many commands without "
+                       "mail",
                        s->cfg->hostname);
             smtp_session_close(s, "junk commands");
             return;
@@ -1120,10 +1120,9 @@ smtp_session_process(struct smtp_session *s)
             enum smtp_data_res r;
             if (avail == 0)
                 break;
-            r = smtp_data_feed(&s->ds, p, avail, &used,
-                               s->ds.error || s->ds.cb_error ? NULL
-                                                             : smtp_msg_out,
-                               s);
+            r = smtp_data_feed(
+                &s->ds, p, avail, &used,
+                s->ds.error || s->ds.cb_error ? NULL : smtp_msg_out, s);
             off += used;
             if (r == SMTP_DATA_END)
                 smtp_end_message(s);
@@ -1158,8 +1157,9 @@ smtp_session_process(struct smtp_session *s)
         case SMTP_TOK_TOOLONG:
             off += used;
             /* RFC 5321 §4.5.3.1.4 */
-            smtp_reply(s, "500 5.5.2 Error: command line longer than %zu "
-                          "bytes",
+            smtp_reply(s,
+                       "500 5.5.2 Error: command line longer than %zu "
+                       "bytes",
                        s->cfg->max_command_line);
             smtp_error(s);
             break;
@@ -1192,8 +1192,7 @@ smtp_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
     b->len = b->base ? SMTP_READ_SIZE : 0;
 }
 
-static void
-smtp_arm_timer(struct smtp_session *s);
+static void smtp_arm_timer(struct smtp_session *s);
 
 static void
 smtp_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
@@ -1217,8 +1216,7 @@ smtp_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     if (buf_append(&s->in, b->base, (size_t)nread) != 0) {
         free(b->base);
         /* Cannot happen while reading stops at SMTP_IN_HIGH. */
-        smtp_reply(s, "421 4.7.0 %s Error: input overflow",
-                   s->cfg->hostname);
+        smtp_reply(s, "421 4.7.0 %s Error: input overflow", s->cfg->hostname);
         smtp_session_close(s, "input overflow");
         smtp_flush(s);
         return;
@@ -1246,8 +1244,7 @@ smtp_update_reading(struct smtp_session *s)
 
 /* ---- output ------------------------------------------------------------- */
 
-static void
-smtp_really_close(struct smtp_session *s);
+static void smtp_really_close(struct smtp_session *s);
 
 static void
 smtp_write_cb(uv_write_t *req, int status)
@@ -1377,10 +1374,9 @@ smtp_really_close(struct smtp_session *s)
        commit callback finishes the teardown (smtp_commit_done). */
     if (s->store_pending)
         return;
-    log_info("event=smtp.disconnect sid=%s reason=\"%s\" msgs=%" PRIu64
-             " errors=%u",
-             s->sid, s->close_reason ? s->close_reason : "", s->msgs,
-             s->errors);
+    log_info(
+        "event=smtp.disconnect sid=%s reason=\"%s\" msgs=%" PRIu64 " errors=%u",
+        s->sid, s->close_reason ? s->close_reason : "", s->msgs, s->errors);
     smtp_session_enter(s, SMTP_S_CLOSING);
     uv_close(&s->io.h, smtp_close_cb);
     uv_close((uv_handle_t *)&s->timer, smtp_close_cb);
@@ -1435,14 +1431,12 @@ smtp_session_set_peer(struct smtp_session *s, const struct sockaddr *peer)
         memcpy(&s->peer, peer, sl);
         s->has_peer = 1;
         if (peer->sa_family == AF_INET) {
-            inet_ntop(AF_INET,
-                      &((const struct sockaddr_in *)peer)->sin_addr,
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr,
                       s->peer_ip, sizeof(s->peer_ip));
         } else {
             /* RFC 5321 §4.1.3 IPv6 address literal */
             memcpy(s->peer_ip, "IPv6:", 5);
-            inet_ntop(AF_INET6,
-                      &((const struct sockaddr_in6 *)peer)->sin6_addr,
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr,
                       s->peer_ip + 5, sizeof(s->peer_ip) - 5);
         }
         s->trusted = node_config_trusted(s->cfg, peer);
@@ -1501,8 +1495,7 @@ smtp_session_drain(struct smtp_session *s)
     case SMTP_S_RCPT:
     case SMTP_S_CHUNKING:
         /* Idle between commands: RFC 5321 §3.8, 421 then close. */
-        smtp_reply(s, "421 4.3.2 %s Service shutting down",
-                   s->cfg->hostname);
+        smtp_reply(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
         smtp_session_close(s, "shutdown");
         smtp_flush(s);
         break;

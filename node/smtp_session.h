@@ -34,12 +34,11 @@ typedef void (*smtp_session_gone_cb)(void *arg, struct smtp_session *s);
  * gone(gone_arg) runs once, just before the session's memory is freed.
  * 0 or -ENOMEM.
  */
-int smtp_session_new(struct node *n, smtp_session_gone_cb gone,
-                     void *gone_arg, struct smtp_session **out);
+int smtp_session_new(struct node *n, smtp_session_gone_cb gone, void *gone_arg,
+                     struct smtp_session **out);
 /* The client's address (AF_INET / AF_INET6); without one the session is
    untrusted and its Received header says "unknown". Before start. */
-void smtp_session_set_peer(struct smtp_session *s,
-                           const struct sockaddr *peer);
+void smtp_session_set_peer(struct smtp_session *s, const struct sockaddr *peer);
 /* The session's stream handle storage (big enough for tcp or pipe). */
 uv_stream_t *smtp_session_stream(struct smtp_session *s, int is_pipe);
 /* Send the greeting and start reading. On failure the session closes

@@ -42,7 +42,7 @@ struct store;
 #define STORE_SCHEMA_VERSION 1
 /* Queue ids: 16 upper-case hex digits, time-ordered, unique per store. */
 #define STORE_QID_LEN 16
-#define STORE_ADDR_MAX 512      /* longest address we keep (> RFC 5321 256) */
+#define STORE_ADDR_MAX 512 /* longest address we keep (> RFC 5321 256) */
 
 struct store_opts {
     size_t map_size;     /* initial map size in bytes; 0 = 64 MiB */
@@ -74,11 +74,7 @@ void store_qid_new(struct store *st, char out[STORE_QID_LEN + 1]);
 
 /* ---- messages and queue ------------------------------------------- */
 
-enum store_ret {
-    STORE_RET_UNSPEC = 0,
-    STORE_RET_FULL = 1,
-    STORE_RET_HDRS = 2
-};
+enum store_ret { STORE_RET_UNSPEC = 0, STORE_RET_FULL = 1, STORE_RET_HDRS = 2 };
 
 enum store_body {
     STORE_BODY_7BIT = 0,
@@ -93,8 +89,8 @@ enum store_body {
 #define STORE_NOTIFY_DELAY 0x08
 
 enum store_route {
-    STORE_ROUTE_LOCAL = 0,  /* into a mailbox of this node */
-    STORE_ROUTE_REMOTE = 1  /* outbound (Internet or mesh), later issue */
+    STORE_ROUTE_LOCAL = 0, /* into a mailbox of this node */
+    STORE_ROUTE_REMOTE = 1 /* outbound (Internet or mesh), later issue */
 };
 
 enum store_qstate {
@@ -107,11 +103,11 @@ enum store_qstate {
 const char *store_qstate_name(enum store_qstate s);
 
 struct store_rcpt {
-    const char *addr;     /* forward path as accepted, without <> */
-    const char *mailbox;  /* local: mailbox owner (canonical, lower-case
-                             domain); remote: NULL */
-    const char *orcpt;    /* DSN ORCPT value as given (xtext), or NULL */
-    unsigned notify;      /* STORE_NOTIFY_* bits */
+    const char *addr;    /* forward path as accepted, without <> */
+    const char *mailbox; /* local: mailbox owner (canonical, lower-case
+                            domain); remote: NULL */
+    const char *orcpt;   /* DSN ORCPT value as given (xtext), or NULL */
+    unsigned notify;     /* STORE_NOTIFY_* bits */
     enum store_route route;
 };
 
@@ -122,8 +118,8 @@ struct store_msg {
     enum store_ret ret;
     enum store_body body_type;
     int smtputf8;
-    int64_t arrival;             /* unix seconds */
-    const char *client;          /* "helo [addr]" for logs/queue show */
+    int64_t arrival;    /* unix seconds */
+    const char *client; /* "helo [addr]" for logs/queue show */
     /* Header summary for mailbox listings; any may be NULL. */
     const char *hdr_from;
     const char *hdr_subject;
@@ -162,15 +158,15 @@ struct store_qentry {
     enum store_qstate state;
     enum store_route route;
     const char *addr;
-    const char *mailbox;   /* "" when remote */
-    const char *orcpt;     /* "" when none */
+    const char *mailbox; /* "" when remote */
+    const char *orcpt;   /* "" when none */
     unsigned notify;
     uint32_t attempts;
-    int64_t next_try;      /* unix seconds */
+    int64_t next_try;       /* unix seconds */
     const char *last_error; /* "" when none */
     /* From the message: */
     const char *mail_from;
-    const char *envid;     /* "" when none */
+    const char *envid; /* "" when none */
     enum store_ret ret;
     enum store_body body_type;
     int smtputf8;
@@ -237,10 +233,10 @@ int store_queue_next_due(struct store *st, int64_t *out);
 
 struct store_mail {
     uint32_t uid;
-    unsigned flags;        /* STORE_FLAG_* */
-    int64_t internaldate;  /* delivery time, unix seconds */
-    uint64_t size;         /* prefix + body bytes */
-    const char *qid;       /* queue id it arrived with */
+    unsigned flags;       /* STORE_FLAG_* */
+    int64_t internaldate; /* delivery time, unix seconds */
+    uint64_t size;        /* prefix + body bytes */
+    const char *qid;      /* queue id it arrived with */
     const char *mail_from;
     const char *hdr_from, *hdr_subject, *hdr_msgid, *hdr_date; /* "" if none */
 };
@@ -263,8 +259,8 @@ typedef int (*store_mailbox_cb)(void *arg, const char *mailbox,
 int store_mailbox_each(struct store *st, store_mailbox_cb cb, void *arg);
 
 /* The messages of a mailbox in UID order. RM_E_NOTFOUND if no mailbox. */
-int store_mailbox_list(struct store *st, const char *mailbox,
-                       store_mail_cb cb, void *arg);
+int store_mailbox_list(struct store *st, const char *mailbox, store_mail_cb cb,
+                       void *arg);
 
 typedef int (*store_chunk_cb)(void *arg, const char *data, size_t len);
 /*
@@ -278,16 +274,16 @@ int store_mailbox_read(struct store *st, const char *mailbox, uint32_t uid,
 int store_mailbox_flags(struct store *st, const char *mailbox, uint32_t uid,
                         unsigned flags, int op, store_done_cb cb, void *arg);
 /* Remove one message; the body goes when no reference is left. */
-int store_mailbox_expunge(struct store *st, const char *mailbox,
-                          uint32_t uid, store_done_cb cb, void *arg);
+int store_mailbox_expunge(struct store *st, const char *mailbox, uint32_t uid,
+                          store_done_cb cb, void *arg);
 
 /* ---- users ----------------------------------------------------------- */
 
 #define STORE_PWHASH_MAX 128 /* crypto_pwhash_STRBYTES */
 
 struct store_user {
-    const char *address;  /* canonical: local part as given, domain lower */
-    const char *pwhash;   /* argon2id encoded string ("$argon2id$...") */
+    const char *address; /* canonical: local part as given, domain lower */
+    const char *pwhash;  /* argon2id encoded string ("$argon2id$...") */
     int64_t created;
 };
 
@@ -298,8 +294,7 @@ typedef int (*store_user_cb)(void *arg, const struct store_user *u);
  * limits) into out. Slow on purpose (~0.1 s, 64 MiB): call it off the
  * loop thread (uv_queue_work) in the server. 0 or -ENOMEM.
  */
-int store_pw_hash(const char *password, size_t len,
-                  char out[STORE_PWHASH_MAX]);
+int store_pw_hash(const char *password, size_t len, char out[STORE_PWHASH_MAX]);
 /* 0 if password matches hash, RM_E_PERM if not. Slow like the above. */
 int store_pw_verify(const char *hash, const char *password, size_t len);
 
@@ -307,8 +302,8 @@ int store_pw_verify(const char *hash, const char *password, size_t len);
 int store_user_add(struct store *st, const char *address, const char *pwhash,
                    store_done_cb cb, void *arg);
 /* Replace the hash. cb status: 0, RM_E_NOTFOUND, ... */
-int store_user_passwd(struct store *st, const char *address,
-                      const char *pwhash, store_done_cb cb, void *arg);
+int store_user_passwd(struct store *st, const char *address, const char *pwhash,
+                      store_done_cb cb, void *arg);
 /* Remove the user (the mailbox stays). cb status: 0, RM_E_NOTFOUND. */
 int store_user_del(struct store *st, const char *address, store_done_cb cb,
                    void *arg);
@@ -320,15 +315,15 @@ int store_user_list(struct store *st, store_user_cb cb, void *arg);
 /* ---- whole store ----------------------------------------------------- */
 
 struct store_stats {
-    uint64_t map_size;     /* current map size, bytes */
-    uint64_t used_bytes;   /* pages in use * page size */
-    uint64_t messages;     /* bodies stored */
+    uint64_t map_size;   /* current map size, bytes */
+    uint64_t used_bytes; /* pages in use * page size */
+    uint64_t messages;   /* bodies stored */
     uint64_t queue_entries;
     uint64_t mailboxes;
     uint64_t users;
-    uint64_t commits;      /* write transactions committed since open */
-    uint64_t commit_reqs;  /* requests they carried */
-    uint64_t full_errors;  /* requests failed with RM_E_FULL */
+    uint64_t commits;     /* write transactions committed since open */
+    uint64_t commit_reqs; /* requests they carried */
+    uint64_t full_errors; /* requests failed with RM_E_FULL */
 };
 int store_stats(struct store *st, struct store_stats *out);
 

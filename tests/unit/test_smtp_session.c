@@ -143,9 +143,8 @@ test_message_byte_exact(void **state)
     (void)state;
     assert_true(has_line(o, "250 2.0.0 Ok: queued as "));
     assert_int_equal(harness_deliver(&H), 0);
-    assert_int_equal(store_mailbox_list(H.n.store, "alice@localhost",
-                                        last_uid_cb, &uid),
-                     0);
+    assert_int_equal(
+        store_mailbox_list(H.n.store, "alice@localhost", last_uid_cb, &uid), 0);
     buf_init(&c.b, 1 << 20);
     assert_int_equal(store_mailbox_read(H.n.store, "alice@localhost", uid,
                                         collect_chunk, &c),
@@ -179,8 +178,8 @@ test_pipelining_order(void **state)
                    "Subject: p\r\n\r\nx\r\n.\r\n"
                    "NOOP\r\nQUIT\r\n",
                    1);
-    const char *order[] = {"250 2.1.0", "250 2.1.5", "550 5.1.1",
-                           "250 2.1.5", "354 ",      "250 2.0.0 Ok: queued",
+    const char *order[] = {"250 2.1.0",    "250 2.1.5", "550 5.1.1",
+                           "250 2.1.5",    "354 ",      "250 2.0.0 Ok: queued",
                            "250 2.0.0 Ok", "221 2.0.0"};
     const char *p = strstr(o, "250 DSN\r\n");
 
