@@ -984,7 +984,7 @@ ctl_do_queue_list(struct ctl_cli *cli)
         static const char *const states[] = {"queued", "hold", "deferred",
                                              "delivered", "bounced"};
         const struct ctl_obj *q = ctl_obj_at(d, i);
-        char id[32], rc[16], state[16], route[16], tries[16], next[32];
+        char id[32], rc[16], state[16], route[16], tries[16], next[40];
         char size[32], from[600], to[600], err[600];
         const char *row[10] = {id,   rc,   state, route, tries,
                                next, size, from,  to,    err};
@@ -1078,7 +1078,7 @@ ctl_do_queue_show(struct ctl_cli *cli, const char *id)
     ctl_table_init(&t, cols, 7);
     for (size_t i = 0; i < ctl_obj_len(rs); i++) {
         const struct ctl_obj *q = ctl_obj_at(rs, i);
-        char rc[16], to[600], state[16], route[16], tries[16], next[32];
+        char rc[16], to[600], state[16], route[16], tries[16], next[40];
         char err[600];
         const char *row[7] = {rc, to, state, route, tries, next, err};
         snprintf(rc, sizeof(rc), "%" PRIu64, ctl_u64(q, "rcpt"));

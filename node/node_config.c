@@ -139,7 +139,10 @@ static const struct cfg_key cfg_keys[] = {
      "seconds to wait for a command (RFC 5321 4.5.3.2.7: 5 minutes)"},
     {"limits", "timeout_data", CFG_UINT, "600", 1, 86400, OFF(timeout_data),
      WID(timeout_data), 0, NULL, NULL,
-     "seconds to wait for each read of message data"},
+     "seconds to wait for message data with no progress"},
+    {"limits", "min_data_rate", CFG_UINT, "500", 0, 1000000000,
+     OFF(min_data_rate), WID(min_data_rate), 0, NULL, NULL,
+     "bytes/s a client must keep up during DATA / BDAT; 0 = no floor"},
     {"limits", "timeout_shutdown", CFG_UINT, "30", 0, 3600,
      OFF(timeout_shutdown), WID(timeout_shutdown), 0, NULL, NULL,
      "seconds SIGTERM waits for sessions in flight"},
@@ -862,6 +865,13 @@ cfg_finish(struct cfg_parse *ps)
         asprintf(&cfg->postmaster, "postmaster@%s", cfg->domains[0]) < 0) {
         cfg->postmaster = NULL;
         return -ENOMEM;
+    }
+    if (cfg->map_size_max != 0 && cfg->map_size_max < (UINT64_C(64) << 20)) {
+        cfg_fail(ps,
+                 "store.map_size_max (%llu) is below the smallest store "
+                 "(64m); use 0 for no limit or at least 64m",
+                 (unsigned long long)cfg->map_size_max);
+        return RM_E_CONFIG;
     }
     if (cfg->max_header_size > cfg->max_message_size) {
         cfg_fail(ps,

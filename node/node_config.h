@@ -66,7 +66,8 @@ struct node_config {
     unsigned max_received;     /* 50 Received headers, loop */
     unsigned max_sessions;     /* 10000 concurrent, then 421 */
     unsigned timeout_command;  /* seconds; 300 (§4.5.3.2.7) */
-    unsigned timeout_data;     /* seconds; 600 per data read */
+    unsigned timeout_data;     /* seconds; 600 without progress */
+    unsigned min_data_rate;    /* bytes/s floor in DATA; 500 */
     unsigned timeout_shutdown; /* seconds SIGTERM waits for sessions */
     enum node_bare_lf bare_lf; /* "reject" | "normalise" */
     /* [store] */

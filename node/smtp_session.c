@@ -35,6 +35,9 @@
    pipelines without reading its replies is paused past this. */
 #define SMTP_WPENDING_MAX (64 * 1024)
 #define SMTP_OUT_MAX (64 * 1024)
+/* Room kept in s->out for the replies to one command (EHLO's is the
+   longest, a few hundred bytes): past it, flush before parsing on. */
+#define SMTP_OUT_ROOM (8 * 1024)
 /* Commands that do no work (NOOP, RSET, VRFY, HELP) allowed per session,
    like Postfix's smtpd_junk_command_limit. */
 #define SMTP_JUNK_MAX 100
@@ -117,6 +120,7 @@ struct smtp_session {
     struct buf out;
     size_t wpending;
     int reading;
+    uint64_t deadline; /* loop ms: the client must have progressed by then */
 
     /* transaction (RFC 5321 §3.3) */
     char *mail_from;
@@ -164,6 +168,7 @@ static void smtp_session_process(struct smtp_session *s);
 static void smtp_session_close(struct smtp_session *s, const char *reason);
 static void smtp_flush(struct smtp_session *s);
 static void smtp_update_reading(struct smtp_session *s);
+static void smtp_deadline_set(struct smtp_session *s, unsigned secs);
 
 /* ---- state ----------------------------------------------------------- */
 
@@ -175,6 +180,12 @@ smtp_session_enter(struct smtp_session *s, enum smtp_state next)
     log_debug("event=smtp.state sid=%s from=%s to=%s", s->sid,
               smtp_state_names[s->state], smtp_state_names[next]);
     s->state = next;
+    /* A new phase starts its own clock (RFC 5321 §4.5.3.2): the data
+       timeout for message content, the command timeout otherwise. */
+    if (next == SMTP_S_DATA || next == SMTP_S_BDAT)
+        smtp_deadline_set(s, s->cfg->timeout_data);
+    else if (next != SMTP_S_COMMIT && next != SMTP_S_CLOSING)
+        smtp_deadline_set(s, s->cfg->timeout_command);
 }
 
 /* ---- replies ----------------------------------------------------------- */
@@ -1104,6 +1115,36 @@ smtp_handle_line(struct smtp_session *s, const char *line, size_t len)
 
 /* ---- input ------------------------------------------------------------ */
 
+/* A whole command line arrived: the client has until timeout_command for
+   the next one. Partial input never extends the deadline, so a client
+   that trickles a line byte by byte is cut (slowloris). */
+static void
+smtp_command_done(struct smtp_session *s)
+{
+    if (s->closing)
+        return;
+    if ((ST(INIT) | ST(READY) | ST(MAIL) | ST(RCPT) | ST(CHUNKING)) &
+        (1u << s->state))
+        smtp_deadline_set(s, s->cfg->timeout_command);
+}
+
+/* Message content arrived: like Postfix's smtpd_min_data_rate, each byte
+   buys 1/min_data_rate seconds, never past timeout_data from now. */
+static void
+smtp_data_progress(struct smtp_session *s, size_t nread)
+{
+    uint64_t now = uv_now(s->n->loop);
+    uint64_t cap = now + (uint64_t)s->cfg->timeout_data * 1000;
+
+    if (s->cfg->min_data_rate == 0) {
+        s->deadline = cap;
+        return;
+    }
+    s->deadline += (uint64_t)nread * 1000 / s->cfg->min_data_rate;
+    if (s->deadline > cap)
+        s->deadline = cap;
+}
+
 static void
 smtp_session_process(struct smtp_session *s)
 {
@@ -1116,6 +1157,14 @@ smtp_session_process(struct smtp_session *s)
         size_t used = 0;
         struct smtp_slice line;
 
+        if (s->out.len > SMTP_OUT_MAX - SMTP_OUT_ROOM) {
+            /* Many pipelined commands in one read: hand the replies so
+               far to the kernel; smtp_write_cb resumes if it must wait. */
+            smtp_flush(s);
+            if (s->closing || s->out.len != 0 ||
+                s->wpending >= SMTP_WPENDING_MAX)
+                break;
+        }
         if (s->state == SMTP_S_DATA) {
             enum smtp_data_res r;
             if (avail == 0)
@@ -1153,9 +1202,11 @@ smtp_session_process(struct smtp_session *s)
         case SMTP_TOK_LINE:
             off += used;
             smtp_handle_line(s, line.p, line.len);
+            smtp_command_done(s);
             break;
         case SMTP_TOK_TOOLONG:
             off += used;
+            smtp_command_done(s);
             /* RFC 5321 §4.5.3.1.4 */
             smtp_reply(s,
                        "500 5.5.2 Error: command line longer than %zu "
@@ -1165,6 +1216,7 @@ smtp_session_process(struct smtp_session *s)
             break;
         case SMTP_TOK_BARELF:
             off += used;
+            smtp_command_done(s);
             /* RFC 5321 §2.3.8 */
             smtp_reply(s, "500 5.5.2 Error: bare LF in command; use CRLF");
             smtp_error(s);
@@ -1191,8 +1243,6 @@ smtp_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
     b->base = malloc(SMTP_READ_SIZE);
     b->len = b->base ? SMTP_READ_SIZE : 0;
 }
-
-static void smtp_arm_timer(struct smtp_session *s);
 
 static void
 smtp_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
@@ -1222,7 +1272,8 @@ smtp_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return;
     }
     free(b->base);
-    smtp_arm_timer(s);
+    if (s->state == SMTP_S_DATA || s->state == SMTP_S_BDAT)
+        smtp_data_progress(s, (size_t)nread);
     smtp_session_process(s);
 }
 
@@ -1317,15 +1368,21 @@ static void
 smtp_timer_cb(uv_timer_t *t)
 {
     struct smtp_session *s = t->data;
+    uint64_t now = uv_now(s->n->loop);
 
     if (s->closing)
         return;
     if (s->state == SMTP_S_COMMIT) {
         /* Waiting on our own disk, not on the client. */
-        smtp_arm_timer(s);
+        smtp_deadline_set(s, s->cfg->timeout_command);
         return;
     }
-    /* RFC 5321 §4.5.3.2: the server may close an idle session. */
+    if (now < s->deadline) {
+        /* The client earned more time since the timer was set. */
+        uv_timer_start(&s->timer, smtp_timer_cb, s->deadline - now, 0);
+        return;
+    }
+    /* RFC 5321 §4.5.3.2: the server may close a session that stalls. */
     log_info("event=smtp.timeout sid=%s state=%s", s->sid,
              smtp_state_names[s->state]);
     smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
@@ -1334,12 +1391,11 @@ smtp_timer_cb(uv_timer_t *t)
 }
 
 static void
-smtp_arm_timer(struct smtp_session *s)
+smtp_deadline_set(struct smtp_session *s, unsigned secs)
 {
-    unsigned secs = s->state == SMTP_S_DATA || s->state == SMTP_S_BDAT
-                        ? s->cfg->timeout_data
-                        : s->cfg->timeout_command;
-
+    if (!s->started)
+        return;
+    s->deadline = uv_now(s->n->loop) + (uint64_t)secs * 1000;
     uv_timer_start(&s->timer, smtp_timer_cb, (uint64_t)secs * 1000, 0);
 }
 
@@ -1477,7 +1533,7 @@ smtp_session_start(struct smtp_session *s)
     /* RFC 5321 §4.2: greeting; §4.3.1 no enhanced code before EHLO. */
     smtp_reply(s, "220 %s ESMTP %s", s->cfg->hostname,
                s->cfg->banner ? s->cfg->banner : "relaymesh");
-    smtp_arm_timer(s);
+    smtp_deadline_set(s, s->cfg->timeout_command);
     smtp_flush(s);
     smtp_update_reading(s);
 }
