@@ -1,0 +1,355 @@
+"""The relaymesh CLI against a running node: human and --json output,
+errors on stderr with a non-zero exit."""
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import BIN, SLOW
+from helpers.smtp import Conn, make_message, send_mail, split_trace
+
+SENDER = "s@client.test.example"
+
+
+def fails_cleanly(r, *words):
+    assert r.returncode != 0, r
+    err = r.stderr.decode("utf-8", "replace")
+    assert err.strip(), "no message on stderr"
+    assert "Traceback" not in err and "Sanitizer" not in err, err
+    assert r.returncode < 128, "killed by a signal: %d" % r.returncode
+    for w in words:
+        assert w.lower() in err.lower(), (w, err)
+    return err
+
+
+def test_user_add_list_del(node_factory):
+    n = node_factory(users=())
+    r = n.cli("user", "add", "alice@localhost", input="pw-1234\n")
+    assert r.returncode == 0, r
+    n.add_user("bob@example.org")
+    human = n.cli_ok("user", "list").stdout.decode()
+    assert "alice@localhost" in human and "bob@example.org" in human
+    js = n.cli_json("user", "list")
+    assert isinstance(js, list)
+    assert sorted(u["address"] for u in js) == ["alice@localhost",
+                                                "bob@example.org"]
+    for u in js:
+        assert set(u) >= {"address", "created"}, u
+        assert isinstance(u["created"], int) and u["created"] > 1.6e9, u
+    # duplicate
+    fails_cleanly(n.cli("user", "add", "alice@localhost", input="x\n"),
+                  "alice@localhost")
+    # passwd
+    assert n.cli("user", "passwd", "alice@localhost",
+                 input="new-pw-5678\n").returncode == 0
+    fails_cleanly(n.cli("user", "passwd", "nobody@localhost", input="x\n"))
+    # del
+    n.cli_ok("user", "del", "bob@example.org")
+    assert [u["address"] for u in n.cli_json("user", "list")] == \
+        ["alice@localhost"]
+    fails_cleanly(n.cli("user", "del", "bob@example.org"))
+    # a deleted user no longer receives mail
+    with Conn(n.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<%s>" % SENDER).code == 250
+        assert c.cmd("RCPT TO:<bob@example.org>").code == 550
+        assert c.cmd("RCPT TO:<alice@localhost>").code == 250
+
+
+@pytest.mark.parametrize("addr", ["not-an-address", "", "a@", "@localhost",
+                                  "a b@localhost", "x@remote.example.net"])
+def test_user_add_bad_address(node_factory, addr):
+    n = node_factory(users=())
+    r = n.cli("user", "add", addr, input="pw\n")
+    fails_cleanly(r)
+    assert n.cli_json("user", "list") == []
+
+
+def test_user_add_empty_password_refused(node_factory):
+    n = node_factory(users=())
+    fails_cleanly(n.cli("user", "add", "alice@localhost", input=""))
+    assert n.cli_json("user", "list") == []
+
+
+def test_user_list_empty(node_factory):
+    n = node_factory(users=())
+    assert n.cli_json("user", "list") == []
+    assert n.cli("user", "list").returncode == 0
+
+
+def test_mailbox_list_and_cat(node):
+    msgs = []
+    for i in range(3):
+        m, mid = make_message(subject="subject %d" % i,
+                              mail_from="from%d@client.test.example" % i)
+        final, _, _ = send_mail(node.port, "env%d@client.test.example" % i,
+                                ["alice@localhost"], m)
+        assert final.code == 250
+        msgs.append((m, mid))
+    box = node.wait_mailbox("alice@localhost", 3)
+    assert len(box) == 3
+    keys = {"uid", "internaldate", "date", "from", "subject", "message_id",
+            "size", "flags", "queue_id"}
+    for e in box:
+        assert set(e) >= keys, e
+        assert isinstance(e["uid"], int) and e["uid"] > 0
+        assert isinstance(e["flags"], list)
+    uids = [e["uid"] for e in box]
+    assert uids == sorted(uids) and len(set(uids)) == 3
+    for e, (m, mid) in zip(box, msgs):
+        assert e["message_id"].strip("<>") == mid
+        assert e["subject"] == "subject %d" % (box.index(e))
+        raw = node.cat("alice@localhost", e["uid"])
+        assert e["size"] == len(raw), (e, len(raw))
+        assert split_trace(raw)[1] == m
+        assert "from%d@client.test.example" % box.index(e) in e["from"]
+    human = node.cli_ok("mailbox", "list", "alice@localhost").stdout.decode()
+    for i in range(3):
+        assert "subject %d" % i in human
+    assert node.mailbox("bob@localhost") == []
+
+
+def test_mailbox_cat_missing_uid_fails_cleanly(node):
+    m, mid = make_message()
+    assert send_mail(node.port, SENDER, ["alice@localhost"], m)[0].code == 250
+    node.wait_mailbox("alice@localhost", 1)
+    for uid in ("999", "0", "-1", "abc", "99999999999999999999999"):
+        r = node.cli("mailbox", "cat", "alice@localhost", uid)
+        fails_cleanly(r)
+        assert r.stdout == b"", (uid, r.stdout)
+    fails_cleanly(node.cli("mailbox", "cat", "bob@localhost", "1"))
+    fails_cleanly(node.cli("mailbox", "cat", "alice@localhost"))
+
+
+def test_mailbox_of_unknown_user(node):
+    fails_cleanly(node.cli("mailbox", "list", "nobody@localhost"),
+                  "nobody@localhost")
+
+
+def queue_remote(node, n=2):
+    ids = []
+    for i in range(n):
+        m, mid = make_message(to="r%d@remote.example.net" % i,
+                              subject="remote %d" % i)
+        final, _, _ = send_mail(node.port, SENDER,
+                                ["r%d@remote.example.net" % i], m)
+        assert final.code == 250
+    q = node.queue()
+    assert len(q) == n, q
+    return q
+
+
+def test_queue_list_show_hold_release_delete(node):
+    assert node.queue() == []
+    q = queue_remote(node, 2)
+    keys = {"id", "rcpt", "recipient", "sender", "state", "route", "attempts",
+            "next_try", "arrival", "size", "last_error"}
+    for e in q:
+        assert set(e) >= keys, e
+        assert e["state"] == "queued" and e["route"] == "remote"
+        assert e["sender"] == SENDER
+    human = node.cli_ok("queue", "list").stdout.decode()
+    for e in q:
+        assert e["id"] in human and e["recipient"] in human
+    qid = q[0]["id"]
+    show = node.cli_json("queue", "show", qid)
+    assert set(show) >= {"id", "sender", "arrival", "size", "envid", "ret",
+                         "body", "smtputf8", "client", "subject",
+                         "recipients"}, show
+    assert show["id"] == qid
+    assert show["subject"] in ("remote 0", "remote 1")
+    assert show["client"]  # the client (HELO name and/or address)
+    assert len(show["recipients"]) == 1
+    rk = {"rcpt", "recipient", "state", "route", "attempts", "next_try",
+          "last_error", "orcpt", "notify"}
+    assert set(show["recipients"][0]) >= rk
+    assert node.cli_ok("queue", "show", qid).stdout.strip()
+
+    node.cli_ok("queue", "hold", qid)
+    st = {e["id"]: e["state"] for e in node.queue()}
+    assert st[qid] == "hold", st
+    node.cli_ok("queue", "release", qid)
+    st = {e["id"]: e["state"] for e in node.queue()}
+    assert st[qid] in ("queued", "deferred"), st
+    node.cli_ok("queue", "delete", qid)
+    assert [e["id"] for e in node.queue()] == [q[1]["id"]]
+    for verb in ("show", "delete", "hold", "release"):
+        fails_cleanly(node.cli("queue", verb, qid))
+        fails_cleanly(node.cli("queue", verb, "NOSUCHID"))
+
+
+def test_status_json_and_counters(node):
+    st0 = node.status()
+    keys = {"version", "hostname", "pid", "uptime", "datadir", "listeners",
+            "domains", "sessions_current", "sessions_total",
+            "messages_accepted", "recipients_accepted", "messages_rejected",
+            "delivered_local", "store_full", "queue_entries", "store"}
+    assert set(st0) >= keys, st0
+    assert st0["hostname"] == "mx.test.example"
+    assert st0["pid"] == node.pid
+    assert os.path.realpath(st0["datadir"]) == os.path.realpath(node.datadir)
+    assert any(str(node.port) in l for l in st0["listeners"]), st0
+    assert sorted(st0["domains"]) == ["example.org", "localhost"]
+    assert isinstance(st0["store"], dict)
+
+    m, mid = make_message()
+    final, _, _ = send_mail(node.port, SENDER,
+                            ["alice@localhost", "bob@localhost",
+                             "x@remote.example.net"], m)
+    assert final.code == 250
+    bad, _ = make_message(body=b"bare\nlf\r\n")
+    final, _, _ = send_mail(node.port, SENDER, ["alice@localhost"], bad)
+    assert final.code >= 500
+    node.wait_mailbox("bob@localhost", 1)
+    st = node.status()
+    assert st["messages_accepted"] - st0["messages_accepted"] == 1, st
+    assert st["recipients_accepted"] - st0["recipients_accepted"] == 3, st
+    assert st["messages_rejected"] - st0["messages_rejected"] >= 1, st
+    assert st["delivered_local"] - st0["delivered_local"] == 2, st
+    assert st["queue_entries"] == 1, st
+    assert st["sessions_total"] >= st0["sessions_total"] + 2
+    with Conn(node.port) as c:
+        c.ehlo()
+        assert node.status()["sessions_current"] >= 1
+    human = node.cli_ok("status").stdout.decode()
+    assert "mx.test.example" in human and str(node.pid) in human
+
+
+def test_cli_with_datadir(node):
+    js = node.cli("status", "--json", use_datadir=True)
+    assert js.returncode == 0, js
+    assert json.loads(js.stdout)["pid"] == node.pid
+    r = node.cli("user", "list", "--json", use_datadir=True)
+    assert r.returncode == 0
+    assert sorted(u["address"] for u in json.loads(r.stdout)) == \
+        ["alice@localhost", "bob@localhost"]
+
+
+def test_cli_without_running_node(tmp_path):
+    if not BIN:
+        pytest.skip("no RELAYMESH_BIN")
+    d = tmp_path / "empty"
+    d.mkdir()
+    r = subprocess.run([BIN, "-d", str(d), "status"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10 * SLOW)
+    fails_cleanly(r)
+    r = subprocess.run([BIN, "-d", str(tmp_path / "missing"), "queue", "list"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=10 * SLOW)
+    fails_cleanly(r)
+
+
+@pytest.mark.parametrize("args", [["frobnicate"], ["user"], ["user", "zap"],
+                                  ["queue", "show"], ["mailbox"],
+                                  ["mailbox", "list"], ["status", "--bogus"]])
+def test_cli_usage_errors(node, args):
+    fails_cleanly(node.cli(*args))
+
+
+def test_serve_bad_config_fails(tmp_path):
+    if not BIN:
+        pytest.skip("no RELAYMESH_BIN")
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[node]\nhostname = x\ndatadir = %s\n[limits]\n"
+                    "max_errors = lots\n" % (tmp_path / "d"))
+    r = subprocess.run([BIN, "serve", "-c", str(conf)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10 * SLOW)
+    err = fails_cleanly(r, "max_errors")
+    assert re.search(r"bad\.conf:\d+|bad\.conf", err), err
+    r = subprocess.run([BIN, "serve", "-c", str(conf), "--check"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=10 * SLOW)
+    fails_cleanly(r)
+    conf.write_text("[node]\nhostname = x\n[nosuchsection]\nk = v\n")
+    r = subprocess.run([BIN, "serve", "-c", str(conf), "--check"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=10 * SLOW)
+    fails_cleanly(r)
+
+
+def test_serve_prints_listeners(node):
+    out = node.stdout()
+    assert "127.0.0.1:%d" % node.port in out, out
+
+
+def test_concurrent_user_add_same_address(node_factory):
+    n = node_factory(users=())
+    sel = ["-c", n.conf]
+    procs = [subprocess.Popen([BIN] + sel + ["user", "add", "race@localhost"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(6)]
+    for p in procs:
+        p.stdin.write(b"pw-race\n")
+        p.stdin.close()
+    rcs = [p.wait(30 * SLOW) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    assert rcs.count(0) == 1, rcs
+    assert [u["address"] for u in n.cli_json("user", "list")] == \
+        ["race@localhost"]
+
+
+def test_utf8_local_user(node_factory):
+    n = node_factory(users=())
+    r = n.cli("user", "add", "jürgen@localhost", input="pw-ü\n")
+    if r.returncode != 0:
+        pytest.skip("UTF-8 local parts not supported for users: %r"
+                    % r.stderr)
+    m, mid = make_message(to="jürgen@localhost")
+    with Conn(n.port) as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<%s>" % SENDER)
+        assert r.code == 250
+        r = c.cmd("RCPT TO:<jürgen@localhost>")
+        assert r.code >= 500, "UTF-8 RCPT without SMTPUTF8 accepted: %r" % r
+        c.cmd("RSET")
+        final, rr, mr = send_mail(n.port, SENDER, ["jürgen@localhost"], m,
+                                  conn=c, mail_params="SMTPUTF8")
+        assert final is not None and final.code == 250, (mr, rr, final)
+    box = n.wait_mailbox("jürgen@localhost", 1)
+    assert [x["message_id"].strip("<>") for x in box] == [mid]
+
+
+WEIRD = [
+    ("quotes", b'Subject: "quoted" \\back\\slash\\ and \'single\'\r\n'),
+    ("control", b"Subject: ctl \x01\x02\x1b[31mred\x1b[0m \x7f end\r\n"),
+    ("latin1", b"Subject: caf\xe9 \xff\xfe invalid utf-8\r\n"),
+    ("utf8", "Subject: Grüße 日本 😀\r\n".encode()),
+    ("encoded", b"Subject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n"),
+    ("folded", b"Subject: first part\r\n second part\r\n\tthird part\r\n"),
+    ("empty", b"Subject:\r\n"),
+    ("long", b"Subject: " + b"L" * 900 + b"\r\n"),
+]
+
+
+@pytest.mark.parametrize("name,subject", WEIRD, ids=[w[0] for w in WEIRD])
+def test_listing_odd_headers(node, name, subject):
+    msg = (b"From: \"Odd \\\"Sender\\\"\" <odd@client.test.example>\r\n"
+           b"Message-ID: <odd." + name.encode() + b"@client.test.example>\r\n"
+           + subject + b"\r\nbody\r\n")
+    final, _, _ = send_mail(node.port, SENDER, ["alice@localhost"], msg)
+    assert final.code == 250, final
+    box = node.wait_mailbox("alice@localhost", 1)   # valid JSON or raises
+    assert len(box) == 1
+    assert isinstance(box[0]["subject"], (str, type(None)))
+    assert split_trace(node.cat("alice@localhost", box[0]["uid"]))[1] == msg
+    human = node.cli_ok("mailbox", "list", "alice@localhost").stdout
+    assert b"\x1b" not in human, "terminal escape passed through to output"
+    if name == "utf8":
+        assert box[0]["subject"] == "Grüße 日本 😀"
+    if name == "folded":
+        assert "first part" in box[0]["subject"]
+        assert "third part" in box[0]["subject"]
+
+
+def test_message_without_headers(node):
+    msg = b"just a body line\r\nand another\r\n"
+    final, _, _ = send_mail(node.port, SENDER, ["alice@localhost"], msg)
+    assert final.code == 250, final
+    box = node.wait_mailbox("alice@localhost", 1)
+    assert len(box) == 1
+    raw = node.cat("alice@localhost", box[0]["uid"])
+    assert split_trace(raw)[1] == msg
