@@ -814,6 +814,31 @@ ctl_do_user_list(struct ctl_cli *cli)
     return 0;
 }
 
+/* One page of mailbox.list: UIDs above after, at most CTL_MAIL_PAGE. */
+#define CTL_MAIL_PAGE 1000
+
+static int
+ctl_mailbox_page(struct ctl_cli *cli, const char *addr, uint64_t after,
+                 struct ctl_answer *a)
+{
+    struct ctl_enc e;
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, "mailbox.list", 3);
+    ctl_enc_kstr(&e, "address", addr);
+    ctl_enc_ku64(&e, "after", after);
+    ctl_enc_ku64(&e, "limit", CTL_MAIL_PAGE);
+    r = ctl_request(cli, &e, a, "see `relaymesh user list`");
+    ctl_enc_cleanup(&e);
+    return r;
+}
+
+/*
+ * Pages through the mailbox so that a mailbox of any size lists: the
+ * table is printed once all rows are in (column widths need them all);
+ * --json streams one array, page by page.
+ */
 static int
 ctl_do_mailbox_list(struct ctl_cli *cli, const char *addr)
 {
@@ -823,70 +848,80 @@ ctl_do_mailbox_list(struct ctl_cli *cli, const char *addr)
         {"FLAGS", 0, 0}};
     struct ctl_answer a;
     struct ctl_table t;
-    struct ctl_enc e;
-    const struct ctl_obj *d;
-    uint64_t total = 0;
-    size_t n;
-    int r;
+    struct buf jb;
+    uint64_t total = 0, after = 0;
+    size_t n = 0, np;
+    int r = 0;
 
-    ctl_enc_init(&e, 1);
-    ctl_enc_request(&e, "mailbox.list", 1);
-    ctl_enc_kstr(&e, "address", addr);
-    r = ctl_request(cli, &e, &a, "see `relaymesh user list`");
-    ctl_enc_cleanup(&e);
-    if (r != 0)
-        return r;
-    d = a.resp.data;
-    if (cli->json) {
-        r = ctl_print_json(d);
-        ctl_answer_free(&a);
-        return r;
-    }
-    n = ctl_obj_len(d);
-    if (n == 0) {
-        printf("mailbox %s is empty\n", addr);
-        ctl_answer_free(&a);
-        return 0;
-    }
     ctl_table_init(&t, cols, 7);
-    for (size_t i = 0; i < n; i++) {
-        const struct ctl_obj *m = ctl_obj_at(d, i), *fl;
-        char uid[24], date[32], from[512], subj[1024], mid[512], size[32];
-        char flags[128] = "";
-        const char *row[7] = {uid, date, from, subj, mid, size, flags};
-        snprintf(uid, sizeof(uid), "%" PRIu64, ctl_u64(m, "uid"));
-        ctl_time(ctl_i64(m, "internaldate"), date, sizeof(date));
-        ctl_field(m, "from", from, sizeof(from));
-        ctl_field(m, "subject", subj, sizeof(subj));
-        ctl_field(m, "message_id", mid, sizeof(mid));
-        ctl_human_size(ctl_u64(m, "size"), size, sizeof(size));
-        total += ctl_u64(m, "size");
-        fl = ctl_obj_get(m, "flags");
-        for (size_t k = 0; k < ctl_obj_len(fl); k++) {
-            const char *p;
-            size_t len;
-            if (ctl_obj_bytes(ctl_obj_at(fl, k), &p, &len) != 0)
+    buf_init(&jb, (size_t)1 << 30);
+    do {
+        const struct ctl_obj *d;
+
+        if ((r = ctl_mailbox_page(cli, addr, after, &a)) != 0)
+            break;
+        if (cli->json && n == 0)
+            fputs("[", stdout);
+        d = a.resp.data;
+        np = ctl_obj_len(d);
+        for (size_t i = 0; i < np; i++) {
+            const struct ctl_obj *m = ctl_obj_at(d, i), *fl;
+            char uid[24], date[32], from[512], subj[1024], mid[512], size[32];
+            char flags[128] = "";
+            const char *row[7] = {uid, date, from, subj, mid, size, flags};
+
+            after = ctl_u64(m, "uid");
+            if (cli->json) {
+                buf_reset(&jb);
+                if ((r = ctl_obj_json(m, &jb, 0)) != 0)
+                    break;
+                printf("%s\n  %.*s", n + i ? "," : "", (int)jb.len, jb.data);
                 continue;
-            if (len > 0 && p[0] == '\\') {
-                p++;
-                len--;
             }
-            snprintf(flags + strlen(flags), sizeof(flags) - strlen(flags),
-                     "%s%.*s", flags[0] ? "," : "", (int)len, p);
+            snprintf(uid, sizeof(uid), "%" PRIu64, after);
+            ctl_time(ctl_i64(m, "internaldate"), date, sizeof(date));
+            ctl_field(m, "from", from, sizeof(from));
+            ctl_field(m, "subject", subj, sizeof(subj));
+            ctl_field(m, "message_id", mid, sizeof(mid));
+            ctl_human_size(ctl_u64(m, "size"), size, sizeof(size));
+            total += ctl_u64(m, "size");
+            fl = ctl_obj_get(m, "flags");
+            for (size_t k = 0; k < ctl_obj_len(fl); k++) {
+                const char *p;
+                size_t len;
+                if (ctl_obj_bytes(ctl_obj_at(fl, k), &p, &len) != 0)
+                    continue;
+                if (len > 0 && p[0] == '\\') {
+                    p++;
+                    len--;
+                }
+                snprintf(flags + strlen(flags), sizeof(flags) - strlen(flags),
+                         "%s%.*s", flags[0] ? "," : "", (int)len, p);
+            }
+            if (flags[0] == '\0')
+                strcpy(flags, "-");
+            if (ctl_table_add(&t, row) != 0) {
+                r = ctl_err("out of memory listing mailbox %s", addr);
+                break;
+            }
         }
-        if (flags[0] == '\0')
-            strcpy(flags, "-");
-        ctl_table_add(&t, row);
-    }
-    ctl_table_print(&t, stdout);
-    {
+        n += np;
+        ctl_answer_free(&a);
+    } while (r == 0 && np == CTL_MAIL_PAGE && after < UINT32_MAX);
+    buf_cleanup(&jb);
+    if (cli->json) {
+        if (r == 0 || n > 0)
+            fputs(n ? "\n]\n" : "]\n", stdout);
+    } else if (r == 0 && n == 0) {
+        printf("mailbox %s is empty\n", addr);
+    } else if (r == 0) {
         char sz[32];
+        ctl_table_print(&t, stdout);
         ctl_human_size(total, sz, sizeof(sz));
         printf("%zu %s, %s\n", n, ctl_plural(n, "message", "messages"), sz);
     }
     ctl_table_cleanup(&t);
-    ctl_answer_free(&a);
-    return 0;
+    return r;
 }
 
 static int

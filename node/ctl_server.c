@@ -327,9 +327,16 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     return 0;
 }
 
+/* Messages per mailbox.list answer: well inside the frame limit even
+   with the longest header fields. */
+#define CTL_MAIL_PAGE_MAX 1000
+/* A list callback's "page is full" (not an error). */
+#define CTL_PAGE_FULL 1
+
 struct ctl_list {
     struct ctl_enc items;
     size_t n;
+    size_t limit; /* mailbox.list page size; 0 = no limit */
     /* filters (queue.list) */
     int state; /* -1 = any */
     int route; /* -1 = any */
@@ -408,6 +415,8 @@ ctl_mail_item(void *arg, const struct store_mail *m)
     }
     ctl_enc_kstr(e, "queue_id", m->qid);
     l->n++;
+    if (e->err == 0 && l->limit && l->n >= l->limit)
+        return CTL_PAGE_FULL;
     return e->err;
 }
 
@@ -419,20 +428,40 @@ ctl_user_exists_cb(void *arg, const struct store_user *u)
     return 0;
 }
 
+/*
+ * mailbox.list {address, after?, limit?}: the messages with UID > after
+ * (default 0), at most limit of them (default and ceiling
+ * CTL_MAIL_PAGE_MAX). A page shorter than limit is the last one.
+ */
 static int
 ctl_cmd_mailbox_list(struct ctl_conn *c, const struct ctl_obj *args,
                      struct ctl_enc *e)
 {
     char addr[STORE_ADDR_MAX];
     struct ctl_list l;
+    uint64_t after = 0, limit = CTL_MAIL_PAGE_MAX;
     int r;
 
     if ((r = ctl_need_store(c)) != 0 ||
         (r = ctl_arg_addr(c, args, addr, sizeof(addr))) != 0)
         return r;
+    r = ctl_obj_get_u64(args, "after", &after);
+    if ((r != 0 && r != RM_E_NOTFOUND) || after > UINT32_MAX)
+        return ctl_fail(c, RM_E_INVAL,
+                        "argument \"after\" must be a UID (0 to %" PRIu32 ")",
+                        UINT32_MAX);
+    r = ctl_obj_get_u64(args, "limit", &limit);
+    if ((r != 0 && r != RM_E_NOTFOUND) || limit == 0 ||
+        limit > CTL_MAIL_PAGE_MAX)
+        return ctl_fail(c, RM_E_INVAL, "argument \"limit\" must be 1 to %d",
+                        CTL_MAIL_PAGE_MAX);
     memset(&l, 0, sizeof(l));
+    l.limit = (size_t)limit;
     ctl_enc_init(&l.items, 0);
-    r = store_mailbox_list(c->srv->n->store, addr, ctl_mail_item, &l);
+    r = store_mailbox_list_after(c->srv->n->store, addr, (uint32_t)after,
+                                 ctl_mail_item, &l);
+    if (r == CTL_PAGE_FULL)
+        r = 0;
     if (r == RM_E_NOTFOUND &&
         store_user_get(c->srv->n->store, addr, ctl_user_exists_cb, NULL) == 0)
         r = 0; /* a user who has had no mail yet: an empty mailbox */

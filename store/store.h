@@ -261,6 +261,10 @@ int store_mailbox_each(struct store *st, store_mailbox_cb cb, void *arg);
 /* The messages of a mailbox in UID order. RM_E_NOTFOUND if no mailbox. */
 int store_mailbox_list(struct store *st, const char *mailbox, store_mail_cb cb,
                        void *arg);
+/* The same, from the first UID above after (paging: cb returns non-zero to
+   stop, and that value is returned). */
+int store_mailbox_list_after(struct store *st, const char *mailbox,
+                             uint32_t after, store_mail_cb cb, void *arg);
 
 typedef int (*store_chunk_cb)(void *arg, const char *data, size_t len);
 /*

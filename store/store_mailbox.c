@@ -326,6 +326,13 @@ int
 store_mailbox_list(struct store *st, const char *mailbox, store_mail_cb cb,
                    void *arg)
 {
+    return store_mailbox_list_after(st, mailbox, 0, cb, arg);
+}
+
+int
+store_mailbox_list_after(struct store *st, const char *mailbox, uint32_t after,
+                         store_mail_cb cb, void *arg)
+{
     uint8_t kb[STORE__MAILKEY_MAX];
     struct store__mailrec x;
     struct store__mboxrec mb;
@@ -351,7 +358,12 @@ store_mailbox_list(struct store *st, const char *mailbox, store_mail_cb cb,
         store__rd_end(st, txn);
         return store__err(rc, "mailbox_list");
     }
-    store__mailkey(kb, mailbox, 0, &k.mv_size);
+    if (after == UINT32_MAX) {
+        mdb_cursor_close(c);
+        store__rd_end(st, txn);
+        return 0;
+    }
+    store__mailkey(kb, mailbox, after + 1, &k.mv_size);
     plen = k.mv_size - 4; /* name + NUL */
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {

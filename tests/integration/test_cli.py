@@ -353,3 +353,35 @@ def test_message_without_headers(node):
     assert len(box) == 1
     raw = node.cat("alice@localhost", box[0]["uid"])
     assert split_trace(raw)[1] == msg
+
+
+def test_mailbox_list_pages_through_a_large_mailbox(node):
+    """`mailbox list` of a mailbox larger than one control answer (1,000
+    messages a page) lists every message once, in UID order, as a table
+    and as one JSON array."""
+    total = 2345
+    with Conn(node.port, timeout=60 * SLOW) as c:
+        c.ehlo()
+        sent = 0
+        while sent < total:
+            batch = min(200, total - sent)
+            blob = b""
+            for i in range(sent, sent + batch):
+                m, _ = make_message(subject="page %d" % i)
+                blob += (b"MAIL FROM:<%s>\r\nRCPT TO:<alice@localhost>\r\n"
+                         b"BDAT %d LAST\r\n" % (SENDER.encode(), len(m))) + m
+            c.send(blob)
+            codes = [r.code for r in c.replies(3 * batch)]
+            assert codes == [250] * (3 * batch), codes[:6]
+            sent += batch
+    box = node.wait_mailbox("alice@localhost", total, timeout=60 * SLOW)
+    uids = [e["uid"] for e in box]
+    assert len(uids) == total
+    assert uids == sorted(set(uids))
+    assert sorted(e["subject"] for e in box) == sorted(
+        "page %d" % i for i in range(total))
+    human = node.cli_ok("mailbox", "list", "alice@localhost").stdout.decode()
+    lines = human.rstrip("\n").split("\n")
+    assert lines[-1].startswith("%d messages" % total), lines[-1]
+    assert len(lines) == total + 2      # header, rows, summary
+    assert "page %d" % (total - 1) in human
