@@ -505,6 +505,56 @@ ctl_plural(uint64_t n, const char *one, const char *many)
 
 /* ---- commands --------------------------------------------------------- */
 
+/* One line per listener of a kind: "submission  127.0.0.1:2587  (...)". */
+static void
+ctl_print_listeners(const struct ctl_obj *d, const char *key, const char *label,
+                    const char *note)
+{
+    const struct ctl_obj *l = ctl_obj_get(d, key);
+
+    for (size_t i = 0; i < ctl_obj_len(l); i++) {
+        const char *p;
+        size_t len, cols;
+        if (ctl_obj_bytes(ctl_obj_at(l, i), &p, &len) == 0) {
+            char *s = ctl_cell(p, len, 0, &cols);
+            printf("%s  %s  %s\n", label, s, note);
+            free(s);
+        }
+    }
+}
+
+/* The certificate: subject, expiry with a warning, fingerprint, file. */
+static void
+ctl_print_tls(const struct ctl_obj *t, int64_t now)
+{
+    char *subj, *exp, *fp, *file;
+    int64_t left;
+    int self = 0;
+
+    if (t == NULL || ctl_obj_type(t) != CTL_T_MAP) {
+        printf("certificate none (TLS off)\n");
+        return;
+    }
+    subj = ctl_text(t, "subject");
+    exp = ctl_text(t, "not_after");
+    fp = ctl_text(t, "sha256");
+    file = ctl_text(t, "file");
+    ctl_obj_bool(ctl_obj_get(t, "self_signed"), &self);
+    left = ctl_i64(t, "not_after_ts") - now;
+    printf("certificate %s%s, expires %s", subj, self ? " (self-signed)" : "",
+           exp);
+    if (left <= 0)
+        printf("  EXPIRED: clients will refuse it; install a new one and "
+               "run `relaymesh tls reload`");
+    else if (left < 30 * 86400)
+        printf("  EXPIRES IN %" PRId64 " DAYS", left / 86400);
+    printf("\n            sha256 %s\n            %s\n", fp, file);
+    free(subj);
+    free(exp);
+    free(fp);
+    free(file);
+}
+
 static int
 ctl_do_status(struct ctl_cli *cli)
 {
@@ -539,18 +589,13 @@ ctl_do_status(struct ctl_cli *cli)
     printf("data dir    %s\n", dir);
     free(host);
     free(dir);
-    printf("listening  ");
-    l = ctl_obj_get(d, "listeners");
-    for (size_t i = 0; i < ctl_obj_len(l); i++) {
-        const char *p;
-        size_t len, cols;
-        if (ctl_obj_bytes(ctl_obj_at(l, i), &p, &len) == 0) {
-            char *s = ctl_cell(p, len, 0, &cols);
-            printf(" %s", s);
-            free(s);
-        }
-    }
-    printf("\ndomains    ");
+    ctl_print_listeners(d, "listeners", "smtp      ", "(STARTTLS)");
+    ctl_print_listeners(d, "submission", "submission",
+                        "(STARTTLS, AUTH required)");
+    ctl_print_listeners(d, "smtps", "smtps     ",
+                        "(implicit TLS, AUTH required)");
+    ctl_print_tls(ctl_obj_get(d, "tls"), (int64_t)time(NULL));
+    printf("domains    ");
     l = ctl_obj_get(d, "domains");
     for (size_t i = 0; i < ctl_obj_len(l); i++) {
         const char *p;
@@ -582,6 +627,17 @@ ctl_do_status(struct ctl_cli *cli)
                ctl_u64(st, "users"),
                ctl_plural(ctl_u64(st, "users"), "user", "users"));
     }
+    if (ctl_obj_get(d, "tls_sessions") != NULL) {
+        printf("tls         %" PRIu64 " %s, %" PRIu64 " failed handshakes\n",
+               ctl_u64(d, "tls_sessions"),
+               ctl_plural(ctl_u64(d, "tls_sessions"), "session", "sessions"),
+               ctl_u64(d, "tls_failures"));
+        printf("auth        %" PRIu64 " %s, %" PRIu64 " failed; %" PRIu64
+               " refused by rate limits\n",
+               ctl_u64(d, "auth_ok"),
+               ctl_plural(ctl_u64(d, "auth_ok"), "login", "logins"),
+               ctl_u64(d, "auth_failed"), ctl_u64(d, "ratelimited"));
+    }
     if (ctl_u64(d, "store_full") > 0)
         printf("store full  %" PRIu64 " times answered 452 4.3.1; free disk "
                "space or raise map_size_max\n",
@@ -594,6 +650,33 @@ ctl_do_status(struct ctl_cli *cli)
     }
     ctl_answer_free(&a);
     return 0;
+}
+
+/* Re-read the certificate and key files (like SIGHUP), and say which
+   certificate is now in use. */
+static int
+ctl_do_tls_reload(struct ctl_cli *cli)
+{
+    struct ctl_enc e;
+    struct ctl_answer a;
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, "tls.reload", 0);
+    r = ctl_request(cli, &e, &a,
+                    "check [tls] cert_file and key_file: PEM, matching, "
+                    "readable by the node's user");
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    if (cli->json) {
+        r = ctl_print_json(a.resp.data);
+    } else {
+        printf("certificate reloaded\n");
+        ctl_print_tls(a.resp.data, (int64_t)time(NULL));
+    }
+    ctl_answer_free(&a);
+    return r;
 }
 
 static void ctl_tty_restore(int sig);
@@ -1154,6 +1237,11 @@ ctl_run(struct ctl_cli *cli)
         if (n != 1)
             return ctl_usage("status");
         return ctl_connect(cli) ? 1 : ctl_do_status(cli);
+    }
+    if (ctl_is(cli, 0, "tls")) {
+        if (n != 2 || !ctl_is(cli, 1, "reload"))
+            return ctl_usage("tls reload");
+        return ctl_connect(cli) ? 1 : ctl_do_tls_reload(cli);
     }
     if (ctl_is(cli, 0, "user")) {
         if (ctl_is(cli, 1, "list")) {

@@ -27,6 +27,8 @@
 #include "common/rm_error.h"
 #include "node/ctl_codec.h"
 #include "node/node.h"
+#include "node/smtp_session.h"
+#include "node/tls.h"
 
 #define CTL_CONN_MAX 64          /* concurrent CLI connections */
 #define CTL_CAT_CHUNK (8u << 20) /* mailbox.cat bytes per response */
@@ -271,6 +273,26 @@ ctl_qkey_text(const struct store_qkey *k, char *out, size_t outsz)
 
 /* ---- read-only commands ---------------------------------------------- */
 
+/* The certificate in use: a map, or nil when TLS is off. */
+static void
+ctl_enc_tls(struct ctl_enc *e, const struct node *n)
+{
+    const struct tls_cert_info *ti;
+
+    if (n->tls == NULL) {
+        ctl_enc_nil(e);
+        return;
+    }
+    ti = tls_server_info(n->tls);
+    ctl_enc_map(e, 6);
+    ctl_enc_kstr(e, "file", ti->file);
+    ctl_enc_kstr(e, "subject", ti->subject);
+    ctl_enc_kstr(e, "not_after", ti->not_after);
+    ctl_enc_ki64(e, "not_after_ts", ti->not_after_ts);
+    ctl_enc_kstr(e, "sha256", ti->sha256);
+    ctl_enc_kbool(e, "self_signed", ti->self_signed);
+}
+
 static int
 ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
                struct ctl_enc *e)
@@ -285,7 +307,7 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     if (n->store != NULL && store_stats(n->store, &ss) == 0)
         have_stats = 1;
     ctl_enc_ok(e);
-    ctl_enc_map(e, 20);
+    ctl_enc_map(e, 28);
     ctl_enc_kstr(e, "version", RM_VERSION);
     ctl_enc_kstr(e, "hostname", cfg->hostname);
     ctl_enc_ku64(e, "pid", (uint64_t)getpid());
@@ -295,6 +317,16 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     ctl_enc_array(e, cfg->nlisten);
     for (size_t i = 0; i < cfg->nlisten; i++)
         ctl_enc_str(e, cfg->listen[i].text);
+    ctl_enc_str(e, "submission");
+    ctl_enc_array(e, cfg->nsubmission);
+    for (size_t i = 0; i < cfg->nsubmission; i++)
+        ctl_enc_str(e, cfg->submission[i].text);
+    ctl_enc_str(e, "smtps");
+    ctl_enc_array(e, cfg->nsmtps);
+    for (size_t i = 0; i < cfg->nsmtps; i++)
+        ctl_enc_str(e, cfg->smtps[i].text);
+    ctl_enc_str(e, "tls");
+    ctl_enc_tls(e, n);
     ctl_enc_str(e, "domains");
     ctl_enc_array(e, cfg->ndomains);
     for (size_t i = 0; i < cfg->ndomains; i++)
@@ -323,7 +355,30 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     ctl_enc_ku64(e, "sessions_refused", n->stats.sessions_refused);
     ctl_enc_ku64(e, "rcpt_rejected", n->stats.rcpt_rejected);
     ctl_enc_ku64(e, "protocol_errors", n->stats.protocol_errors);
+    ctl_enc_ku64(e, "tls_sessions", n->stats.tls_sessions);
+    ctl_enc_ku64(e, "tls_failures", n->stats.tls_failures);
+    ctl_enc_ku64(e, "auth_ok", n->stats.auth_ok);
+    ctl_enc_ku64(e, "auth_failed", n->stats.auth_failed);
+    ctl_enc_ku64(e, "ratelimited", n->stats.ratelimited);
     ctl_enc_kbool(e, "draining", n->draining);
+    return 0;
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static int
+ctl_cmd_tls_reload(struct ctl_conn *c, const struct ctl_obj *args,
+                   struct ctl_enc *e)
+{
+    struct node *n = c->srv->n;
+    char err[256];
+
+    (void)args;
+    if (node_tls_reload(n, err, sizeof(err)) != 0)
+        return ctl_fail(c, RM_E_CONFIG,
+                        "%s; the certificate in use is unchanged", err);
+    ctl_enc_ok(e);
+    ctl_enc_tls(e, n);
     return 0;
 }
 
@@ -1016,6 +1071,7 @@ static const struct ctl_cmd ctl_cmds[] = {
     {"queue.delete", ctl_cmd_queue_delete},
     {"queue.hold", ctl_cmd_queue_hold},
     {"queue.release", ctl_cmd_queue_release},
+    {"tls.reload", ctl_cmd_tls_reload},
 };
 
 /* ---- connections ------------------------------------------------------- */

@@ -21,6 +21,7 @@ usage(FILE *f)
                "  mailbox cat ADDRESS UID\n"
                "                       one raw message\n"
                "  queue list|show ID|delete ID|hold ID|release ID\n"
+               "  tls reload           re-read the certificate and key files\n"
                "\n"
                "Client commands find the node with -d DATADIR or -c FILE;\n"
                "with neither, ./relaymesh-data. Listings take --json.\n"

@@ -27,7 +27,9 @@
 #include "common/log.h"
 #include "common/rm_error.h"
 #include "node/node.h"
+#include "node/ratelimit.h"
 #include "node/smtp_session.h"
+#include "node/tls.h"
 
 struct node_runtime {
     struct node n;
@@ -210,10 +212,12 @@ node_signal_cb(uv_signal_t *h, int signum)
     struct node_runtime *rt = h->data;
 
     if (signum == SIGHUP) {
-        /* Configuration is immutable while running; certificates
-           (TLS) will reload here. */
-        log_info("event=node.sighup action=none hint=\"restart to apply "
-                 "configuration changes\"");
+        char err[512];
+        /* Configuration is immutable while running; certificates are
+           re-read so that a renewed one needs no restart. */
+        log_info("event=node.sighup action=tls_reload hint=\"restart to "
+                 "apply other configuration changes\"");
+        node_tls_reload(&rt->n, err, sizeof(err));
         return;
     }
     if (rt->stopping) {
@@ -232,20 +236,42 @@ node_signal_cb(uv_signal_t *h, int signum)
     smtp_server_drain(rt->n.smtp, node_drained_cb, rt);
 }
 
+int
+node_tls_reload(struct node *n, char *err, size_t errsz)
+{
+    if (n->tls == NULL) {
+        snprintf(err, errsz, "TLS is not enabled on this node");
+        return RM_E_CONFIG;
+    }
+    return tls_server_reload(n->tls, err, errsz);
+}
+
 static void
 node_print_ready(struct node_runtime *rt)
 {
     const struct node_config *cfg = &rt->cfg;
-    char ls[NODE_CONFIG_LISTEN_MAX][64];
-    size_t nls = smtp_server_listeners(rt->n.smtp, ls, NODE_CONFIG_LISTEN_MAX);
+    char ls[3 * NODE_CONFIG_LISTEN_MAX][64];
+    enum smtp_kind kinds[3 * NODE_CONFIG_LISTEN_MAX];
+    size_t nls = smtp_server_listeners(rt->n.smtp, ls, kinds,
+                                       3 * NODE_CONFIG_LISTEN_MAX);
 
     printf("relaymesh %s: node %s is running (pid %d)\n", RM_VERSION,
            cfg->hostname, (int)getpid());
     for (size_t i = 0; i < nls; i++)
-        printf("  smtp      %s\n", ls[i]);
-    printf("  control   %s\n", cfg->control_socket);
-    printf("  data      %s\n", cfg->datadir);
-    printf("  domains  ");
+        printf("  %-11s%s%s\n", smtp_kind_name(kinds[i]), ls[i],
+               kinds[i] == SMTP_KIND_RELAY ? "  (STARTTLS)"
+               : kinds[i] == SMTP_KIND_SUBMISSION
+                   ? "  (STARTTLS, AUTH required)"
+                   : "  (implicit TLS, AUTH "
+                     "required)");
+    if (rt->n.tls) {
+        const struct tls_cert_info *ti = tls_server_info(rt->n.tls);
+        printf("  tls        %s%s, expires %s\n", ti->file,
+               ti->self_signed ? " (self-signed)" : "", ti->not_after);
+    }
+    printf("  control    %s\n", cfg->control_socket);
+    printf("  data       %s\n", cfg->datadir);
+    printf("  domains   ");
     for (size_t i = 0; i < cfg->ndomains; i++)
         printf(" %s", cfg->domains[i]);
     printf("\n");
@@ -370,6 +396,16 @@ node_serve_main(int argc, char **argv)
                 rt->cfg.datadir, rm_strerror(r));
         goto out_close;
     }
+    r = tls_server_new(&rt->cfg, &rt->n.tls, err, sizeof(err));
+    if (r != 0) {
+        fprintf(stderr, "relaymesh: TLS: %s\n", err);
+        goto out_close;
+    }
+    r = ratelimit_new(&rt->n.rl);
+    if (r != 0) {
+        fprintf(stderr, "relaymesh: out of memory\n");
+        goto out_close;
+    }
     r = node_queue_new(&rt->n, &rt->n.queue);
     if (r != 0) {
         fprintf(stderr, "relaymesh: cannot start the queue manager: %s\n",
@@ -416,6 +452,8 @@ out_loop:
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         log_warn("event=node.loop_not_clean");
+    tls_server_free(rt->n.tls);
+    ratelimit_free(rt->n.rl);
 out_cfg:
     node_config_cleanup(&rt->cfg);
     free(rt);

@@ -18,6 +18,8 @@
 struct smtp_server;
 struct node_queue;
 struct ctl_server;
+struct tls_server;
+struct ratelimit;
 
 /* Counters shown by `relaymesh status`. Loop thread only. */
 struct node_stats {
@@ -31,6 +33,11 @@ struct node_stats {
     uint64_t delivered_local;
     uint64_t store_full; /* 452 4.3.1 answers */
     uint64_t protocol_errors;
+    uint64_t tls_sessions;    /* handshakes completed */
+    uint64_t tls_failures;    /* handshakes failed */
+    uint64_t auth_ok;         /* 235 */
+    uint64_t auth_failed;     /* 535 */
+    uint64_t ratelimited;     /* 421 / 451 from a rate limit */
 };
 
 struct node {
@@ -40,6 +47,8 @@ struct node {
     struct smtp_server *smtp;
     struct node_queue *queue;
     struct ctl_server *ctl;
+    struct tls_server *tls; /* NULL: no TLS (then no STARTTLS, no smtps) */
+    struct ratelimit *rl;   /* per-IP and per-user counters */
     int64_t started; /* unix seconds */
     int draining;    /* SIGTERM received */
     struct node_stats stats;
@@ -64,6 +73,10 @@ void node_queue_kick(struct node_queue *q);
 void node_queue_close(struct node_queue *q);
 /* Entries handed to the writer and not yet committed. */
 size_t node_queue_inflight(const struct node_queue *q);
+
+/* Re-read the TLS certificate (SIGHUP, `relaymesh tls reload`). 0, or
+   RM_E_CONFIG with the reason in err; the old certificate stays. */
+int node_tls_reload(struct node *n, char *err, size_t errsz);
 
 /* ---- control socket (ctl_server.c) --------------------------------- */
 

@@ -47,6 +47,7 @@ enum cfg_type {
     CFG_UINT,   /* plain number; unsigned */
     CFG_BOOL,   /* yes/no, true/false, on/off, 1/0; int */
     CFG_LIST,   /* comma-separated domains; char *[] + count */
+    CFG_PAIRS,  /* comma-separated "address=address"; char *[] + count */
     CFG_LISTEN, /* comma-separated host:port; struct node_listen[] */
     CFG_NETS,   /* comma-separated CIDR; struct node_net[] */
     CFG_ENUM    /* one of enums[]; stored as its index in an enum */
@@ -74,6 +75,9 @@ static int cfg_check_text(const char *v, char *msg, size_t msgsz);
 static int cfg_check_mailbox(const char *v, char *msg, size_t msgsz);
 
 static const char *const cfg_bare_lf_names[] = {"reject", "normalise", NULL};
+static const char *const cfg_tls_version_names[] = {"TLSv1.2", "TLSv1.3",
+                                                    NULL};
+static const char *const cfg_sender_policy_names[] = {"own", "any", NULL};
 
 #define OFF(f) offsetof(struct node_config, f)
 #define WID(f) sizeof(((struct node_config *)0)->f)
@@ -95,7 +99,13 @@ static const struct cfg_key cfg_keys[] = {
      "Unix socket of the CLI, mode 0600 (default: <datadir>/control.sock)"},
     {"smtp", "listen", CFG_LISTEN, "127.0.0.1:2525", 1,
      NODE_CONFIG_LISTEN_MAX, OFF(listen), 0, OFF(nlisten), NULL, NULL,
-     "SMTP listeners, host:port, IPv6 as [::1]:25; numeric, no DNS"},
+     "SMTP relay/MX listeners, host:port, IPv6 as [::1]:25; numeric"},
+    {"smtp", "submission", CFG_LISTEN, "127.0.0.1:2587", 0,
+     NODE_CONFIG_LISTEN_MAX, OFF(submission), 0, OFF(nsubmission), NULL, NULL,
+     "submission listeners (RFC 6409: AUTH required); empty = none"},
+    {"smtp", "smtps", CFG_LISTEN, "127.0.0.1:2465", 0, NODE_CONFIG_LISTEN_MAX,
+     OFF(smtps), 0, OFF(nsmtps), NULL, NULL,
+     "implicit-TLS submission listeners (RFC 8314); empty = none"},
     {"smtp", "domains", CFG_LIST, "localhost", 1, NODE_CONFIG_DOMAINS_MAX,
      OFF(domains), 0, OFF(ndomains), NULL, NULL,
      "local domains: their mail goes into this node's mailboxes"},
@@ -146,6 +156,61 @@ static const struct cfg_key cfg_keys[] = {
     {"limits", "timeout_shutdown", CFG_UINT, "30", 0, 3600,
      OFF(timeout_shutdown), WID(timeout_shutdown), 0, NULL, NULL,
      "seconds SIGTERM waits for sessions in flight"},
+    {"limits", "conn_rate_per_ip", CFG_UINT, "0", 0, 1000000,
+     OFF(conn_rate_per_ip), WID(conn_rate_per_ip), 0, NULL, NULL,
+     "new connections per client IP per minute, then 421; 0 = no limit"},
+    {"limits", "sessions_per_ip", CFG_UINT, "0", 0, 1000000,
+     OFF(sessions_per_ip), WID(sessions_per_ip), 0, NULL, NULL,
+     "concurrent sessions per client IP, then 421; 0 = no limit"},
+    {"limits", "msgs_per_user_hour", CFG_UINT, "0", 0, 100000000,
+     OFF(msgs_per_user_hour), WID(msgs_per_user_hour), 0, NULL, NULL,
+     "messages per authenticated user per hour, then 451; 0 = no limit"},
+    {"limits", "rate_exempt_trusted", CFG_BOOL, "yes", 0, 1,
+     OFF(rate_exempt_trusted), WID(rate_exempt_trusted), 0, NULL, NULL,
+     "clients in mynetworks are exempt from the three limits above"},
+    {"tls", "cert_file", CFG_STRING, "", 0, CFG_PATH_MAX, OFF(tls_cert_file),
+     0, 0, NULL, NULL,
+     "PEM certificate chain; empty = a self-signed one in <datadir>/tls"},
+    {"tls", "key_file", CFG_STRING, "", 0, CFG_PATH_MAX, OFF(tls_key_file), 0,
+     0, NULL, NULL, "PEM private key of cert_file"},
+    {"tls", "min_version", CFG_ENUM, "TLSv1.2", 0, 0, OFF(tls_min_version),
+     WID(tls_min_version), 0, cfg_tls_version_names, NULL,
+     "oldest protocol accepted: TLSv1.2 | TLSv1.3"},
+    {"tls", "ciphers", CFG_STRING,
+     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+     0, 1000, OFF(tls_ciphers), 0, 0, NULL, cfg_check_text,
+     "TLS 1.2 cipher list (OpenSSL syntax)"},
+    {"tls", "ciphersuites", CFG_STRING,
+     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+     "TLS_CHACHA20_POLY1305_SHA256",
+     0, 1000, OFF(tls_ciphersuites), 0, 0, NULL, cfg_check_text,
+     "TLS 1.3 cipher suites (OpenSSL syntax)"},
+    {"auth", "plaintext_networks", CFG_NETS, "127.0.0.1/32, ::1/128", 0,
+     NODE_CONFIG_NETS_MAX, OFF(auth_plain_nets), 0, OFF(nauth_plain_nets),
+     NULL, NULL, "clients that may AUTH without TLS (default: loopback)"},
+    {"auth", "sender_policy", CFG_ENUM, "own", 0, 0, OFF(sender_policy),
+     WID(sender_policy), 0, cfg_sender_policy_names, NULL,
+     "MAIL FROM of authenticated users: own (login or alias) | any"},
+    {"auth", "sender_aliases", CFG_PAIRS, "", 0, NODE_CONFIG_ALIASES_MAX,
+     OFF(sender_aliases), 0, OFF(nsender_aliases), NULL, NULL,
+     "extra senders per login: alias@domain=login@domain, ..."},
+    {"auth", "fail_delay", CFG_UINT, "1", 0, 60, OFF(auth_fail_delay),
+     WID(auth_fail_delay), 0, NULL, NULL,
+     "seconds before 535 after a failure; doubles per recent failure"},
+    {"auth", "fail_delay_max", CFG_UINT, "8", 0, 300, OFF(auth_fail_delay_max),
+     WID(auth_fail_delay_max), 0, NULL, NULL,
+     "ceiling of that delay, seconds"},
+    {"auth", "max_failures_ip", CFG_UINT, "10", 1, 1000000,
+     OFF(auth_max_fail_ip), WID(auth_max_fail_ip), 0, NULL, NULL,
+     "failed logins per client IP in fail_window, then 421"},
+    {"auth", "max_failures_user", CFG_UINT, "10", 1, 1000000,
+     OFF(auth_max_fail_user), WID(auth_max_fail_user), 0, NULL, NULL,
+     "failed logins per login name in fail_window, then refused"},
+    {"auth", "fail_window", CFG_UINT, "3600", 1, 604800,
+     OFF(auth_fail_window), WID(auth_fail_window), 0, NULL, NULL,
+     "seconds over which failures are counted"},
     {"store", "map_size_max", CFG_SIZE, "0", 0, UINT64_C(1) << 50,
      OFF(map_size_max), WID(map_size_max), 0, NULL, NULL,
      "ceiling of the LMDB map, bytes (k/m/g); 0 = no limit but the disk"},
@@ -154,8 +219,8 @@ static const struct cfg_key cfg_keys[] = {
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 
-static const char *const cfg_sections[] = {"node", "smtp", "limits", "store",
-                                           NULL};
+static const char *const cfg_sections[] = {"node", "smtp",  "limits", "tls",
+                                           "auth", "store", NULL};
 
 struct cfg_parse {
     struct node_config *cfg;
@@ -234,6 +299,22 @@ cfg_domain_ok(const char *d, size_t len)
             return 0;
     }
     return label != 0;
+}
+
+/* local@domain with a plausible local part and a valid domain. */
+static int
+cfg_addr_ok(const char *a, size_t len)
+{
+    const char *at = memrchr(a, '@', len);
+
+    if (at == NULL || at == a || len > 320)
+        return 0;
+    for (const char *p = a; p < at; p++) {
+        if ((unsigned char)*p <= ' ' || *p == ',' || *p == '=' || *p == '<' ||
+            *p == '>')
+            return 0;
+    }
+    return cfg_domain_ok(at + 1, len - (size_t)(at + 1 - a));
 }
 
 static int
@@ -474,7 +555,8 @@ cfg_clear_key(struct node_config *cfg, const struct cfg_key *k)
         *sp = NULL;
         break;
     }
-    case CFG_LIST: {
+    case CFG_LIST:
+    case CFG_PAIRS: {
         char **arr = (char **)(base + k->off);
         size_t *cnt = (size_t *)(base + k->count_off);
         for (size_t i = 0; i < *cnt; i++) {
@@ -554,6 +636,22 @@ cfg_set_list(struct node_config *cfg, const struct cfg_key *k,
                 dup |= strcmp(arr[i], item) == 0;
             if (dup)
                 continue;
+            arr[*cnt] = strdup(item);
+            if (arr[*cnt] == NULL) {
+                snprintf(msg, msgsz, "out of memory");
+                return -ENOMEM;
+            }
+            break;
+        }
+        case CFG_PAIRS: {
+            char **arr = (char **)(base + k->off);
+            char *eq = strchr(item, '=');
+            if (eq == NULL || !cfg_addr_ok(item, (size_t)(eq - item)) ||
+                !cfg_addr_ok(eq + 1, strlen(eq + 1))) {
+                snprintf(msg, msgsz,
+                         "\"%.60s\" is not alias@domain=login@domain", item);
+                return RM_E_INVAL;
+            }
             arr[*cnt] = strdup(item);
             if (arr[*cnt] == NULL) {
                 snprintf(msg, msgsz, "out of memory");
@@ -658,6 +756,7 @@ cfg_set(struct node_config *cfg, const struct cfg_key *k, const char *value,
         return RM_E_INVAL;
     }
     case CFG_LIST:
+    case CFG_PAIRS:
     case CFG_LISTEN:
     case CFG_NETS:
         return cfg_set_list(cfg, k, value, msg, msgsz);
@@ -1036,6 +1135,13 @@ cfg_net_match(const struct node_net *n, const unsigned char *addr)
 int
 node_config_trusted(const struct node_config *cfg, const struct sockaddr *sa)
 {
+    return node_config_in_nets(cfg->mynetworks, cfg->nmynetworks, sa);
+}
+
+int
+node_config_in_nets(const struct node_net *nets, size_t nnets,
+                    const struct sockaddr *sa)
+{
     const unsigned char *addr;
     int family;
 
@@ -1058,9 +1164,8 @@ node_config_trusted(const struct node_config *cfg, const struct sockaddr *sa)
     } else {
         return 0;
     }
-    for (size_t i = 0; i < cfg->nmynetworks; i++) {
-        if (cfg->mynetworks[i].family == family &&
-            cfg_net_match(&cfg->mynetworks[i], addr))
+    for (size_t i = 0; i < nnets; i++) {
+        if (nets[i].family == family && cfg_net_match(&nets[i], addr))
             return 1;
     }
     return 0;
@@ -1116,21 +1221,27 @@ cfg_dump_value(struct buf *b, const struct node_config *cfg,
         else
             buf_appendf(b, "%llu", (unsigned long long)v);
         return;
-    case CFG_LIST: {
+    case CFG_LIST:
+    case CFG_PAIRS: {
         char *const *arr = (char *const *)(base + k->off);
         size_t cnt = *(const size_t *)(base + k->count_off);
         for (size_t i = 0; i < cnt; i++)
             buf_appendf(b, "%s%s", i ? ", " : "", arr[i]);
         return;
     }
-    case CFG_LISTEN:
-        for (size_t i = 0; i < cfg->nlisten; i++)
-            buf_appendf(b, "%s%s", i ? ", " : "", cfg->listen[i].text);
+    case CFG_LISTEN: {
+        const struct node_listen *l =
+            (const struct node_listen *)(base + k->off);
+        size_t cnt = *(const size_t *)(base + k->count_off);
+        for (size_t i = 0; i < cnt; i++)
+            buf_appendf(b, "%s%s", i ? ", " : "", l[i].text);
         return;
+    }
     case CFG_NETS:
-        for (size_t i = 0; i < cfg->nmynetworks; i++) {
+        for (size_t i = 0; i < *(const size_t *)(base + k->count_off); i++) {
             char a[INET6_ADDRSTRLEN];
-            const struct node_net *n = &cfg->mynetworks[i];
+            const struct node_net *n =
+                &((const struct node_net *)(base + k->off))[i];
             inet_ntop(n->family, n->addr, a, sizeof(a));
             buf_appendf(b, "%s%s/%u", i ? ", " : "", a, n->prefix);
         }
@@ -1167,4 +1278,24 @@ node_config_dump(const struct node_config *cfg, int fd)
         off += (size_t)n;
     }
     buf_cleanup(&b);
+}
+
+int
+node_config_sender_ok(const struct node_config *cfg, const char *login,
+                      const char *sender)
+{
+    size_t slen = strlen(sender);
+
+    if (cfg->sender_policy == NODE_SENDER_ANY || slen == 0)
+        return 1;
+    if (strcasecmp(login, sender) == 0)
+        return 1;
+    for (size_t i = 0; i < cfg->nsender_aliases; i++) {
+        const char *a = cfg->sender_aliases[i];
+        const char *eq = strchr(a, '=');
+        if (eq != NULL && (size_t)(eq - a) == slen &&
+            strncasecmp(a, sender, slen) == 0 && strcasecmp(eq + 1, login) == 0)
+            return 1;
+    }
+    return 0;
 }

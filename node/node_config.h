@@ -20,6 +20,7 @@
 #define NODE_CONFIG_LISTEN_MAX 8
 #define NODE_CONFIG_DOMAINS_MAX 64
 #define NODE_CONFIG_NETS_MAX 64
+#define NODE_CONFIG_ALIASES_MAX 256
 
 struct node_listen {
     char text[128]; /* as written: "127.0.0.1:2525" */
@@ -31,6 +32,16 @@ struct node_net {
     int family;             /* AF_INET or AF_INET6 */
     unsigned char addr[16]; /* network bytes, masked */
     unsigned prefix;        /* prefix length */
+};
+
+enum node_tls_version {
+    NODE_TLS_12 = 0, /* TLS 1.2 and 1.3 (default) */
+    NODE_TLS_13 = 1  /* TLS 1.3 only */
+};
+
+enum node_sender_policy {
+    NODE_SENDER_OWN = 0, /* login address or an alias of it (default) */
+    NODE_SENDER_ANY = 1
 };
 
 enum node_bare_lf {
@@ -49,6 +60,10 @@ struct node_config {
     /* [smtp] */
     struct node_listen listen[NODE_CONFIG_LISTEN_MAX];
     size_t nlisten;                         /* default 127.0.0.1:2525 */
+    struct node_listen submission[NODE_CONFIG_LISTEN_MAX];
+    size_t nsubmission; /* default 127.0.0.1:2587 */
+    struct node_listen smtps[NODE_CONFIG_LISTEN_MAX];
+    size_t nsmtps; /* default 127.0.0.1:2465 */
     char *domains[NODE_CONFIG_DOMAINS_MAX]; /* local domains, lower-case */
     size_t ndomains;                        /* default "localhost" */
     struct node_net mynetworks[NODE_CONFIG_NETS_MAX];
@@ -68,6 +83,27 @@ struct node_config {
     unsigned timeout_command;  /* seconds; 300 (§4.5.3.2.7) */
     unsigned timeout_data;     /* seconds; 600 without progress */
     unsigned min_data_rate;    /* bytes/s floor in DATA; 500 */
+    unsigned conn_rate_per_ip;   /* per minute; 0 = off */
+    unsigned sessions_per_ip;    /* concurrent; 0 = off */
+    unsigned msgs_per_user_hour; /* 0 = off */
+    int rate_exempt_trusted;     /* mynetworks exempt; yes */
+    /* [tls] */
+    char *tls_cert_file; /* "" = self-signed in <datadir>/tls */
+    char *tls_key_file;
+    enum node_tls_version tls_min_version;
+    char *tls_ciphers;      /* TLS 1.2 list */
+    char *tls_ciphersuites; /* TLS 1.3 suites */
+    /* [auth] */
+    struct node_net auth_plain_nets[NODE_CONFIG_NETS_MAX];
+    size_t nauth_plain_nets; /* AUTH without TLS; loopback */
+    enum node_sender_policy sender_policy;
+    char *sender_aliases[NODE_CONFIG_ALIASES_MAX]; /* "alias=login" */
+    size_t nsender_aliases;
+    unsigned auth_fail_delay;     /* seconds; 1 */
+    unsigned auth_fail_delay_max; /* seconds; 8 */
+    unsigned auth_max_fail_ip;    /* 10 per window */
+    unsigned auth_max_fail_user;  /* 10 per window */
+    unsigned auth_fail_window;    /* seconds; 3600 */
     unsigned timeout_shutdown; /* seconds SIGTERM waits for sessions */
     enum node_bare_lf bare_lf; /* "reject" | "normalise" */
     /* [store] */
@@ -93,6 +129,13 @@ void node_config_cleanup(struct node_config *cfg);
 /* 1 if sa (AF_INET / AF_INET6, v4-mapped v6 handled) is in mynetworks. */
 int node_config_trusted(const struct node_config *cfg,
                         const struct sockaddr *sa);
+/* 1 if sa is in one of nets. */
+int node_config_in_nets(const struct node_net *nets, size_t nnets,
+                        const struct sockaddr *sa);
+/* 1 if an authenticated login may use sender as MAIL FROM (policy, the
+   login itself, sender_aliases; addresses compared without case). */
+int node_config_sender_ok(const struct node_config *cfg, const char *login,
+                          const char *sender);
 /* 1 if domain (any case, no trailing dot) is a local domain. */
 int node_config_local_domain(const struct node_config *cfg, const char *domain,
                              size_t len);

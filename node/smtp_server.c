@@ -22,6 +22,7 @@
 struct smtp_listener {
     uv_tcp_t tcp;
     struct smtp_server *srv;
+    enum smtp_kind kind;
     char text[64];
 };
 
@@ -78,6 +79,7 @@ static void
 smtp_refuse(struct smtp_server *srv, uv_stream_t *lst)
 {
     struct smtp_refusal *r = calloc(1, sizeof(*r));
+    struct smtp_listener *l = lst->data;
     uv_buf_t b;
 
     if (r == NULL)
@@ -85,7 +87,9 @@ smtp_refuse(struct smtp_server *srv, uv_stream_t *lst)
     r->tcp.data = r;
     r->req.data = r;
     uv_tcp_init(srv->n->loop, &r->tcp);
-    if (uv_accept(lst, (uv_stream_t *)&r->tcp) != 0) {
+    if (uv_accept(lst, (uv_stream_t *)&r->tcp) != 0 ||
+        l->kind == SMTP_KIND_SMTPS) {
+        /* Implicit TLS: no plaintext reply is understood; just close. */
         uv_close((uv_handle_t *)&r->tcp, smtp_refusal_close_cb);
         return;
     }
@@ -161,6 +165,7 @@ smtp_on_connection(uv_stream_t *lst, int status)
         smtp_refuse(srv, lst);
         return;
     }
+    smtp_session_set_kind(s, l->kind);
     lc->link.s = s;
     lc->link.next = srv->head.next;
     lc->link.prev = &srv->head;
@@ -212,58 +217,86 @@ smtp_listener_close_cb(uv_handle_t *h)
     }
 }
 
+const char *
+smtp_kind_name(enum smtp_kind kind)
+{
+    switch (kind) {
+    case SMTP_KIND_RELAY:
+        return "smtp";
+    case SMTP_KIND_SUBMISSION:
+        return "submission";
+    case SMTP_KIND_SMTPS:
+        return "smtps";
+    }
+    return "?";
+}
+
+static int
+smtp_server_bind(struct smtp_server *srv, const struct node_listen *cl,
+                 enum smtp_kind kind)
+{
+    struct node *n = srv->n;
+    struct smtp_listener *l = &srv->ls[srv->nls];
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    int r;
+
+    l->srv = srv;
+    l->kind = kind;
+    uv_tcp_init(n->loop, &l->tcp);
+    l->tcp.data = l;
+    srv->nls++;
+    srv->open_handles++;
+    r = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&cl->addr, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&l->tcp, SMTP_BACKLOG, smtp_on_connection);
+    if (r != 0) {
+        log_err("event=smtp.listen_failed kind=%s addr=%s err=\"%s\"",
+                smtp_kind_name(kind), cl->text, uv_strerror(r));
+        fprintf(stderr,
+                "relaymesh: cannot listen on %s (%s): %s; is another mail "
+                "server using that port? change [smtp] %s\n",
+                cl->text, smtp_kind_name(kind), uv_strerror(r),
+                kind == SMTP_KIND_RELAY ? "listen" : smtp_kind_name(kind));
+        return r;
+    }
+    if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &blen) == 0)
+        smtp_listener_text((struct sockaddr *)&bound, l->text, sizeof(l->text));
+    else
+        snprintf(l->text, sizeof(l->text), "%.63s", cl->text);
+    log_info("event=smtp.listen kind=%s addr=%s", smtp_kind_name(kind),
+             l->text);
+    return 0;
+}
+
 int
 smtp_server_new(struct node *n, struct smtp_server **out)
 {
     const struct node_config *cfg = n->cfg;
     struct smtp_server *srv = calloc(1, sizeof(*srv));
-    int r;
+    size_t total = cfg->nlisten + cfg->nsubmission + cfg->nsmtps;
+    int r = 0;
 
     if (srv == NULL)
         return -ENOMEM;
     srv->n = n;
     srv->head.next = srv->head.prev = &srv->head;
-    srv->ls = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*srv->ls));
+    srv->ls = calloc(total ? total : 1, sizeof(*srv->ls));
     if (srv->ls == NULL) {
         free(srv);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < cfg->nlisten; i++) {
-        struct smtp_listener *l = &srv->ls[i];
-        struct sockaddr_storage bound;
-        int blen = sizeof(bound);
-
-        l->srv = srv;
-        uv_tcp_init(n->loop, &l->tcp);
-        l->tcp.data = l;
-        srv->nls++;
-        srv->open_handles++;
-        r = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&cfg->listen[i].addr,
-                        0);
-        if (r == 0)
-            r = uv_listen((uv_stream_t *)&l->tcp, SMTP_BACKLOG,
-                          smtp_on_connection);
-        if (r != 0) {
-            log_err("event=smtp.listen_failed addr=%s err=\"%s\"",
-                    cfg->listen[i].text, uv_strerror(r));
-            fprintf(stderr,
-                    "relaymesh: cannot listen on %s: %s; is another mail "
-                    "server using that port? change [smtp] listen\n",
-                    cfg->listen[i].text, uv_strerror(r));
-            srv->closing = 1;
-            for (size_t j = 0; j < srv->nls; j++)
-                uv_close((uv_handle_t *)&srv->ls[j].tcp,
-                         smtp_listener_close_cb);
-            return r;
-        }
-        /* Stop reading until start: uv_listen already accepts into the
-           backlog, which is fine; connections wait there. */
-        if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &blen) == 0)
-            smtp_listener_text((struct sockaddr *)&bound, l->text,
-                               sizeof(l->text));
-        else
-            snprintf(l->text, sizeof(l->text), "%.63s", cfg->listen[i].text);
-        log_info("event=smtp.listen addr=%s", l->text);
+    for (size_t i = 0; r == 0 && i < cfg->nlisten; i++)
+        r = smtp_server_bind(srv, &cfg->listen[i], SMTP_KIND_RELAY);
+    for (size_t i = 0; r == 0 && i < cfg->nsubmission; i++)
+        r = smtp_server_bind(srv, &cfg->submission[i], SMTP_KIND_SUBMISSION);
+    for (size_t i = 0; r == 0 && i < cfg->nsmtps; i++)
+        r = smtp_server_bind(srv, &cfg->smtps[i], SMTP_KIND_SMTPS);
+    if (r != 0) {
+        srv->closing = 1;
+        for (size_t j = 0; j < srv->nls; j++)
+            uv_close((uv_handle_t *)&srv->ls[j].tcp, smtp_listener_close_cb);
+        return r;
     }
     *out = srv;
     return 0;
@@ -320,11 +353,13 @@ smtp_server_close(struct smtp_server *srv)
 
 size_t
 smtp_server_listeners(const struct smtp_server *srv, char (*out)[64],
-                      size_t max)
+                      enum smtp_kind *kinds, size_t max)
 {
     size_t k = 0;
 
-    for (size_t i = 0; i < srv->nls && k < max; i++)
+    for (size_t i = 0; i < srv->nls && k < max; i++) {
+        kinds[k] = srv->ls[i].kind;
         memcpy(out[k++], srv->ls[i].text, 64);
+    }
     return k;
 }

@@ -18,12 +18,17 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/rm_error.h"
 #include "node/node.h"
+#include "node/ratelimit.h"
+#include "node/smtp_auth.h"
 #include "node/smtp_parse.h"
 #include "node/smtp_session.h"
+#include "node/tls.h"
 #include "store/store.h"
 
 /* Input kept while a commit is outstanding or a line is incomplete. Past
@@ -57,6 +62,9 @@ enum smtp_state {
     SMTP_S_BDAT,     /* reading the bytes of one BDAT chunk */
     SMTP_S_CHUNKING, /* between BDAT chunks of one transaction */
     SMTP_S_COMMIT,   /* message handed to the store; input waits */
+    SMTP_S_TLS,      /* TLS handshake (after STARTTLS, or smtps) */
+    SMTP_S_AUTH,     /* AUTH exchange: the next line is a SASL response */
+    SMTP_S_AUTHWAIT, /* password being checked, or failure delay; input waits */
     SMTP_S_CLOSING,  /* last reply queued; closing */
     SMTP_S__COUNT
 };
@@ -66,7 +74,8 @@ static const char *const smtp_state_names[SMTP_S__COUNT] = {
     [SMTP_S_MAIL] = "mail",         [SMTP_S_RCPT] = "rcpt",
     [SMTP_S_DATA] = "data",         [SMTP_S_BDAT] = "bdat",
     [SMTP_S_CHUNKING] = "chunking", [SMTP_S_COMMIT] = "commit",
-    [SMTP_S_CLOSING] = "closing",
+    [SMTP_S_TLS] = "tls",           [SMTP_S_AUTH] = "auth",
+    [SMTP_S_AUTHWAIT] = "authwait", [SMTP_S_CLOSING] = "closing",
 };
 
 #define ST(x) (1u << SMTP_S_##x)
@@ -94,6 +103,22 @@ struct smtp_session {
     enum smtp_state bdat_return; /* state after a discarded chunk */
     smtp_session_gone_cb gone;
     void *gone_arg;
+
+    enum smtp_kind kind;
+
+    /* TLS and AUTH */
+    struct tls_conn *tls; /* set from STARTTLS / smtps on */
+    int tls_starting;     /* STARTTLS answered; switch after the flush */
+    int greeted;          /* 220 sent (smtps: after the handshake) */
+    int plain_auth_ok;    /* client may AUTH without TLS */
+    char *auth_user;      /* canonical login after 235 */
+    int auth_mech;        /* SMTP_AUTH_MECH_* during an exchange */
+    char auth_login[SMTP_AUTH_ID_MAX + 1]; /* LOGIN: the user so far */
+    int work_pending;     /* a password check runs in the thread pool */
+    int auth_delayed;     /* the timer sends the held auth reply */
+    char auth_reply[160]; /* reply held for the failure delay */
+    int auth_close;       /* close after the held reply */
+    char rl_key[INET6_ADDRSTRLEN + 16]; /* "c:<ip>" while counted */
 
     /* lifetime */
     int started;
@@ -133,6 +158,7 @@ struct smtp_session {
     size_t rcap;
     char qid[STORE_QID_LEN + 1];
     struct buf msg;
+    size_t trace_len; /* our Received header at the front of msg */
     struct smtp_data_state ds;
     int data_started;
     uint64_t bdat_left;
@@ -149,6 +175,8 @@ struct smtp_write {
     size_t len;
     char data[];
 };
+
+enum { SMTP_AUTH_MECH_NONE = 0, SMTP_AUTH_MECH_PLAIN, SMTP_AUTH_MECH_LOGIN };
 
 typedef void (*smtp_proceed_fn)(struct smtp_session *s, struct smtp_cmd *c);
 
@@ -169,6 +197,11 @@ static void smtp_session_close(struct smtp_session *s, const char *reason);
 static void smtp_flush(struct smtp_session *s);
 static void smtp_update_reading(struct smtp_session *s);
 static void smtp_deadline_set(struct smtp_session *s, unsigned secs);
+static void smtp_tls_send(struct smtp_session *s);
+static void smtp_start_tls(struct smtp_session *s);
+static void smtp_auth_line(struct smtp_session *s, const char *line,
+                           size_t len);
+static void smtp_tls_input(struct smtp_session *s, size_t nread);
 
 /* ---- state ----------------------------------------------------------- */
 
@@ -321,10 +354,13 @@ smtp_do_helo(struct smtp_session *s, struct smtp_cmd *c)
         smtp_reply(s, "250 %s", cfg->hostname);
         return;
     }
-    /* RFC 5321 §4.1.1.1; one keyword a line. STARTTLS and AUTH join this
-       list when TLS lands. */
+    /* RFC 5321 §4.1.1.1; one keyword a line. */
     smtp_reply(s, "250-%s Hello %s [%s]", cfg->hostname, s->helo,
                s->has_peer ? s->peer_ip : "unknown");
+    if (s->tls == NULL && s->n->tls != NULL)
+        smtp_reply(s, "250-STARTTLS"); /* RFC 3207 */
+    if (s->tls != NULL || s->plain_auth_ok)
+        smtp_reply(s, "250-AUTH PLAIN LOGIN");                 /* RFC 4954 */
     smtp_reply(s, "250-PIPELINING");                           /* RFC 2920 */
     smtp_reply(s, "250-SIZE %" PRIu64, cfg->max_message_size); /* RFC 1870 */
     smtp_reply(s, "250-8BITMIME");                             /* RFC 6152 */
@@ -332,6 +368,50 @@ smtp_do_helo(struct smtp_session *s, struct smtp_cmd *c)
     smtp_reply(s, "250-SMTPUTF8");                             /* RFC 6531 */
     smtp_reply(s, "250-CHUNKING");                             /* RFC 3030 */
     smtp_reply(s, "250 DSN");                                  /* RFC 3461 */
+}
+
+/* An authenticated sender: its own address (sender policy), and its
+   hourly message budget. 0, or -1 with the reply sent. */
+static int
+smtp_mail_auth_checks(struct smtp_session *s, struct smtp_cmd *c)
+{
+    const struct node_config *cfg = s->cfg;
+    char sender[STORE_ADDR_MAX], key[RL_KEY_MAX];
+
+    if (c->path.len >= sizeof(sender)) {
+        smtp_reply(s, "501 5.1.7 Sender address too long");
+        smtp_error(s);
+        return -1;
+    }
+    memcpy(sender, c->path.p, c->path.len);
+    sender[c->path.len] = '\0';
+    if (!node_config_sender_ok(cfg, s->auth_user, sender)) {
+        log_info("event=smtp.sender_denied sid=%s user=%s sender=<%s>", s->sid,
+                 s->auth_user, sender);
+        smtp_reply(s,
+                   "553 5.7.1 <%s>: Sender address rejected: not owned by "
+                   "user %s",
+                   sender, s->auth_user);
+        smtp_error(s);
+        return -1;
+    }
+    if (cfg->msgs_per_user_hour && s->n->rl &&
+        !(s->trusted && cfg->rate_exempt_trusted)) {
+        snprintf(key, sizeof(key), "m:%s", s->auth_user);
+        if (!rl_take(s->n->rl, key, uv_now(s->n->loop), 3600,
+                     cfg->msgs_per_user_hour)) {
+            s->n->stats.ratelimited++;
+            log_warn("event=ratelimit kind=msgs_per_user_hour sid=%s user=%s "
+                     "limit=%u",
+                     s->sid, s->auth_user, cfg->msgs_per_user_hour);
+            smtp_reply(s,
+                       "451 4.7.1 Error: %s has sent %u messages this hour, "
+                       "the limit; try again later",
+                       s->auth_user, cfg->msgs_per_user_hour);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static void
@@ -344,6 +424,14 @@ smtp_do_mail(struct smtp_session *s, struct smtp_cmd *c)
     const char *envid = NULL;
     size_t envid_len = 0;
 
+    if (s->kind != SMTP_KIND_RELAY && s->auth_user == NULL) {
+        /* RFC 6409 §4.3: submission needs AUTH. */
+        smtp_reply(s, "530 5.7.0 Authentication required");
+        smtp_error(s);
+        return;
+    }
+    if (s->auth_user != NULL && smtp_mail_auth_checks(s, c) != 0)
+        return;
     if (c->nparams && !s->esmtp) {
         smtp_reply(s, "555 5.5.4 MAIL parameters need EHLO");
         smtp_error(s);
@@ -464,6 +552,21 @@ smtp_user_found(void *arg, const struct store_user *u)
     return 0;
 }
 
+struct smtp_user_hash {
+    char *out;
+    size_t outsz;
+};
+
+static int
+smtp_user_hash_cb(void *arg, const struct store_user *u)
+{
+    struct smtp_user_hash *h = arg;
+
+    if (u->pwhash != NULL && strlen(u->pwhash) < h->outsz)
+        memcpy(h->out, u->pwhash, strlen(u->pwhash) + 1);
+    return 0;
+}
+
 static void
 smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
 {
@@ -542,6 +645,21 @@ smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
     if (postmaster || node_config_local_domain(cfg, domain, dlen)) {
         size_t llen = postmaster ? c->path.len : c->path.len - dlen - 1;
         struct smtp_slice local = {c->path.p, llen};
+        if (!s->trusted && s->auth_user == NULL && !postmaster &&
+            (memchr(local.p, '%', llen) || memchr(local.p, '!', llen) ||
+             memchr(local.p, '@', llen))) {
+            /* Percent hack, bang path, a quoted address inside the local
+               part: old relay tricks, never honoured for strangers. */
+            log_info("event=smtp.relay_trick sid=%s addr=%s rcpt=<%.*s>",
+                     s->sid, s->has_peer ? s->peer_ip : "unknown",
+                     (int)c->path.len, c->path.p);
+            smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied",
+                       (int)c->path.len, c->path.p);
+            s->n->stats.rcpt_rejected++;
+            smtp_error(s);
+            free(r.orcpt);
+            return;
+        }
         if (postmaster || smtp_slice_eq(local, "postmaster")) {
             /* RFC 5321 §4.5.1: postmaster is always accepted. */
             mailbox = cfg->postmaster;
@@ -580,7 +698,7 @@ smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
             mailbox = canon;
         }
         r.route = STORE_ROUTE_LOCAL;
-    } else if (s->trusted) {
+    } else if (s->trusted || s->auth_user != NULL) {
         r.route = STORE_ROUTE_REMOTE;
     } else {
         smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied", (int)c->path.len,
@@ -632,7 +750,8 @@ nomem:
 static int
 smtp_begin_message(struct smtp_session *s)
 {
-    const char *proto;
+    char proto[16];
+    char extra[600] = "";
     char date[64];
     int r;
 
@@ -646,28 +765,39 @@ smtp_begin_message(struct smtp_session *s)
     s->ds.max_size = s->cfg->max_message_size;
     s->ds.max_received = s->cfg->max_received;
     s->ds.normalise = s->cfg->bare_lf == NODE_BARE_NORMALISE;
-    /* RFC 3848 protocol names; RFC 6531 §3.7.3 for UTF8SMTP. */
-    if (s->smtputf8)
-        proto = "UTF8SMTP";
-    else
-        proto = s->esmtp ? "ESMTP" : "SMTP";
+    /* RFC 3848 protocol names (S: TLS, A: AUTH); RFC 6531 §3.7.3 for
+       UTF8SMTP. */
+    snprintf(proto, sizeof(proto), "%s%s%s",
+             s->smtputf8 ? "UTF8SMTP"
+             : s->esmtp  ? "ESMTP"
+                         : "SMTP",
+             s->tls ? "S" : "", s->auth_user ? "A" : "");
+    if (s->tls)
+        snprintf(extra, sizeof(extra),
+                 "\r\n\t(using %s with cipher %s (%d bits))",
+                 tls_conn_version(s->tls), tls_conn_cipher(s->tls),
+                 tls_conn_bits(s->tls));
+    if (s->auth_user)
+        snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+                 "\r\n\t(Authenticated sender: %s)", s->auth_user);
     smtp_rfc5322_date(date, sizeof(date), time(NULL));
     if (s->nrcpts == 1)
         r = buf_appendf(&s->msg,
                         "Received: from %s (%s%s%s)\r\n\tby %s (relaymesh) "
-                        "with %s id %s\r\n\tfor <%s>; %s\r\n",
+                        "with %s id %s%s\r\n\tfor <%s>; %s\r\n",
                         s->helo, s->has_peer ? "[" : "",
                         s->has_peer ? s->peer_ip : "unknown",
                         s->has_peer ? "]" : "", s->cfg->hostname, proto, s->qid,
-                        s->rcpts[0].addr, date);
+                        extra, s->rcpts[0].addr, date);
     else
         r = buf_appendf(&s->msg,
                         "Received: from %s (%s%s%s)\r\n\tby %s (relaymesh) "
-                        "with %s id %s;\r\n\t%s\r\n",
+                        "with %s id %s%s;\r\n\t%s\r\n",
                         s->helo, s->has_peer ? "[" : "",
                         s->has_peer ? s->peer_ip : "unknown",
                         s->has_peer ? "]" : "", s->cfg->hostname, proto, s->qid,
-                        date);
+                        extra, date);
+    s->trace_len = s->msg.len;
     s->data_started = 1;
     return r;
 }
@@ -694,6 +824,45 @@ smtp_do_data(struct smtp_session *s, struct smtp_cmd *c)
 }
 
 static void smtp_commit_done(void *arg, int status);
+
+/* RFC 6409 §8.2, §8.3: a submitted message without Message-ID or Date
+   gets them, after our Received header. */
+static void
+smtp_add_missing_headers(struct smtp_session *s)
+{
+    struct smtp_data_state *ds = &s->ds;
+    char extra[SMTP_HDR_VALUE_MAX + 64], id[128], date[64];
+    unsigned char rnd[8];
+    int k = 0;
+
+    if (ds->msgid[0] == '\0') {
+        randombytes_buf(rnd, sizeof(rnd));
+        snprintf(id, sizeof(id), "<%s.%02x%02x%02x%02x%02x%02x%02x%02x@%.60s>",
+                 s->qid, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6],
+                 rnd[7], s->cfg->hostname);
+        k += snprintf(extra + k, sizeof(extra) - (size_t)k,
+                      "Message-ID: %s\r\n", id);
+        snprintf(ds->msgid, sizeof(ds->msgid), "%s", id);
+    }
+    if (ds->date[0] == '\0') {
+        smtp_rfc5322_date(date, sizeof(date), time(NULL));
+        k += snprintf(extra + k, sizeof(extra) - (size_t)k, "Date: %s\r\n",
+                      date);
+        snprintf(ds->date, sizeof(ds->date), "%s", date);
+    }
+    if (k == 0 || s->trace_len > s->msg.len)
+        return;
+    if (buf_reserve(&s->msg, (size_t)k + 1) != 0) {
+        log_warn("event=smtp.header_not_added sid=%s qid=%s reason=size",
+                 s->sid, s->qid);
+        return;
+    }
+    memmove(s->msg.data + s->trace_len + k, s->msg.data + s->trace_len,
+            s->msg.len - s->trace_len);
+    memcpy(s->msg.data + s->trace_len, extra, (size_t)k);
+    s->msg.len += (size_t)k;
+    s->msg.data[s->msg.len] = '\0';
+}
 
 /* The message is complete: judge it, then hand it to the store. The reply
    is sent from smtp_commit_done() (durability before 250). */
@@ -758,6 +927,8 @@ smtp_end_message(struct smtp_session *s)
         return;
     }
 
+    if (s->auth_user != NULL)
+        smtp_add_missing_headers(s);
     s->srcpts = calloc(s->nrcpts, sizeof(*s->srcpts));
     if (s->srcpts == NULL) {
         smtp_reply(s, "451 4.3.0 Out of memory, try again later");
@@ -977,13 +1148,401 @@ smtp_do_quit(struct smtp_session *s, struct smtp_cmd *c)
     smtp_session_close(s, "quit");
 }
 
-/* STARTTLS and AUTH: the seam for the TLS issue. Known verbs so that the
-   reply says "not implemented" rather than "unknown". */
+/* ---- STARTTLS (RFC 3207) ------------------------------------------------ */
+
 static void
-smtp_do_notimpl(struct smtp_session *s, struct smtp_cmd *c)
+smtp_do_starttls(struct smtp_session *s, struct smtp_cmd *c)
 {
-    smtp_reply(s, "502 5.5.1 %s not available", smtp_verb_name(c->verb));
-    smtp_error(s);
+    if (s->tls != NULL) {
+        smtp_reply(s, "503 5.5.1 Error: TLS already active");
+        smtp_error(s);
+        return;
+    }
+    if (s->n->tls == NULL) {
+        smtp_reply(s, "454 4.7.0 TLS not available");
+        return;
+    }
+    if (c->arg.len != 0) {
+        smtp_reply(s, "501 5.5.4 Syntax: STARTTLS");
+        smtp_error(s);
+        return;
+    }
+    smtp_reply(s, "220 2.0.0 Ready to start TLS");
+    s->tls_starting = 1; /* smtp_session_process() switches after this */
+}
+
+/* The 220 goes out in plaintext; every byte after it is TLS. */
+static void
+smtp_start_tls(struct smtp_session *s)
+{
+    s->tls_starting = 0;
+    smtp_flush(s);
+    if (s->closing)
+        return;
+    s->tls = tls_conn_server(s->n->tls);
+    if (s->tls == NULL) {
+        smtp_session_close(s, "out of memory");
+        return;
+    }
+    smtp_session_enter(s, SMTP_S_TLS);
+}
+
+/* ---- AUTH (RFC 4954) ---------------------------------------------------- */
+
+struct smtp_auth_work {
+    uv_work_t req;
+    struct smtp_session *s;
+    char login[STORE_ADDR_MAX];
+    char hash[STORE_PWHASH_MAX];
+    char pass[SMTP_AUTH_PASS_MAX + 1];
+    size_t passlen;
+    int skip; /* locked out: check against the dummy, then fail */
+    int ok;
+};
+
+static char smtp_dummy_hash[STORE_PWHASH_MAX];
+static uv_once_t smtp_dummy_once = UV_ONCE_INIT;
+
+/* A hash no password matches, so that an unknown user costs the same
+   argon2id work as a known one (no timing oracle). */
+static void
+smtp_dummy_init(void)
+{
+    unsigned char pw[32];
+
+    randombytes_buf(pw, sizeof(pw));
+    if (store_pw_hash((const char *)pw, sizeof(pw), smtp_dummy_hash) != 0)
+        smtp_dummy_hash[0] = '\0';
+    sodium_memzero(pw, sizeof(pw));
+}
+
+static void
+smtp_auth_work_cb(uv_work_t *req)
+{
+    struct smtp_auth_work *w = req->data;
+    int real = !w->skip && w->hash[0] != '\0';
+
+    uv_once(&smtp_dummy_once, smtp_dummy_init);
+    if (real) {
+        w->ok = store_pw_verify(w->hash, w->pass, w->passlen) == 0;
+    } else {
+        if (smtp_dummy_hash[0] != '\0')
+            (void)store_pw_verify(smtp_dummy_hash, w->pass, w->passlen);
+        w->ok = 0;
+    }
+}
+
+static void
+smtp_auth_reset(struct smtp_session *s)
+{
+    s->auth_mech = SMTP_AUTH_MECH_NONE;
+    sodium_memzero(s->auth_login, sizeof(s->auth_login));
+}
+
+static void
+smtp_rl_key(struct smtp_session *s, char *key, size_t keysz, char kind,
+            const char *v)
+{
+    snprintf(key, keysz, "%c:%.320s", kind, v);
+    (void)s;
+}
+
+/* After a failure's delay: send the held reply, maybe close. */
+static void
+smtp_auth_finish(struct smtp_session *s)
+{
+    s->auth_delayed = 0;
+    smtp_reply(s, "%s", s->auth_reply);
+    if (s->auth_close) {
+        smtp_reply(s,
+                   "421 4.7.0 %s Error: too many failed logins, try again "
+                   "later",
+                   s->cfg->hostname);
+        smtp_session_close(s, "too many failed logins");
+        smtp_flush(s);
+        return;
+    }
+    smtp_session_enter(s, SMTP_S_READY);
+    smtp_session_process(s);
+}
+
+static void smtp_timer_cb(uv_timer_t *t);
+
+static void
+smtp_auth_after_cb(uv_work_t *req, int status)
+{
+    struct smtp_auth_work *w = req->data;
+    struct smtp_session *s = w->s;
+    const struct node_config *cfg = s->cfg;
+    uint64_t now = uv_now(s->n->loop);
+    char key[RL_KEY_MAX];
+    unsigned nip = 0, nuser = 0, n;
+    uint64_t delay;
+
+    s->work_pending = 0;
+    sodium_memzero(w->pass, sizeof(w->pass));
+    if (status != 0)
+        w->ok = 0;
+    if (s->closing) {
+        free(w);
+        smtp_session_close(s, s->close_reason);
+        return;
+    }
+    if (w->ok) {
+        s->auth_user = strdup(w->login);
+        free(w);
+        if (s->auth_user == NULL) {
+            smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+            smtp_session_enter(s, SMTP_S_READY);
+            smtp_session_process(s);
+            return;
+        }
+        s->n->stats.auth_ok++;
+        log_info("event=smtp.auth sid=%s addr=%s user=%s tls=%d", s->sid,
+                 s->has_peer ? s->peer_ip : "unknown", s->auth_user,
+                 s->tls != NULL);
+        smtp_reply(s, "235 2.7.0 Authentication successful");
+        smtp_session_enter(s, SMTP_S_READY);
+        smtp_session_process(s);
+        return;
+    }
+    s->n->stats.auth_failed++;
+    if (s->n->rl) {
+        if (s->has_peer) {
+            smtp_rl_key(s, key, sizeof(key), 'a', s->peer_ip);
+            nip = rl_add(s->n->rl, key, now, cfg->auth_fail_window);
+        }
+        smtp_rl_key(s, key, sizeof(key), 'u', w->login);
+        nuser = rl_add(s->n->rl, key, now, cfg->auth_fail_window);
+    }
+    log_warn("event=smtp.auth_failed sid=%s addr=%s user=\"%.100s\" "
+             "failures_ip=%u failures_user=%u",
+             s->sid, s->has_peer ? s->peer_ip : "unknown", w->login, nip,
+             nuser);
+    free(w);
+    snprintf(s->auth_reply, sizeof(s->auth_reply),
+             "535 5.7.8 Authentication credentials invalid");
+    if (nip >= cfg->auth_max_fail_ip) {
+        s->n->stats.ratelimited++;
+        log_warn("event=ratelimit kind=auth_failures_ip sid=%s addr=%s "
+                 "limit=%u window=%us",
+                 s->sid, s->peer_ip, cfg->auth_max_fail_ip,
+                 cfg->auth_fail_window);
+        s->auth_close = 1;
+    }
+    /* Each failure counted for this address or this name doubles the
+       wait before the answer, up to fail_delay_max. */
+    n = nip > nuser ? nip : nuser;
+    delay = cfg->auth_fail_delay;
+    for (unsigned i = 1; i < n && delay < cfg->auth_fail_delay_max; i++)
+        delay *= 2;
+    if (delay > cfg->auth_fail_delay_max)
+        delay = cfg->auth_fail_delay_max;
+    if (delay == 0) {
+        smtp_auth_finish(s);
+        return;
+    }
+    s->auth_delayed = 1;
+    uv_timer_start(&s->timer, smtp_timer_cb, delay * 1000, 0);
+}
+
+/* Check user / password off the loop (argon2id takes ~0.1 s). */
+static void
+smtp_auth_check(struct smtp_session *s, const char *user, const char *pass,
+                size_t passlen)
+{
+    struct smtp_auth_work *w = calloc(1, sizeof(*w));
+    char key[RL_KEY_MAX];
+    int r;
+
+    smtp_auth_reset(s);
+    if (w == NULL) {
+        smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+        smtp_session_enter(s, SMTP_S_READY);
+        return;
+    }
+    w->s = s;
+    w->req.data = w;
+    if (store_addr_canon(user, w->login, sizeof(w->login)) != 0)
+        snprintf(w->login, sizeof(w->login), "%s", user);
+    memcpy(w->pass, pass, passlen);
+    w->passlen = passlen;
+    smtp_rl_key(s, key, sizeof(key), 'u', w->login);
+    if (s->n->rl &&
+        rl_count(s->n->rl, key, uv_now(s->n->loop), s->cfg->auth_fail_window) >=
+            s->cfg->auth_max_fail_user) {
+        /* Locked: the same reply and the same work as a wrong password. */
+        w->skip = 1;
+        log_warn(
+            "event=ratelimit kind=auth_failures_user sid=%s user=\"%.100s\" "
+            "limit=%u",
+            s->sid, w->login, s->cfg->auth_max_fail_user);
+    } else {
+        struct smtp_user_hash uh = {w->hash, sizeof(w->hash)};
+        r = store_user_get(s->n->store, w->login, smtp_user_hash_cb, &uh);
+        if (r != 0 && r != RM_E_NOTFOUND)
+            log_err("event=smtp.user_lookup_failed sid=%s err=\"%s\"", s->sid,
+                    rm_strerror(r));
+    }
+    r = uv_queue_work(s->n->loop, &w->req, smtp_auth_work_cb,
+                      smtp_auth_after_cb);
+    if (r != 0) {
+        sodium_memzero(w, sizeof(*w));
+        free(w);
+        smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+        smtp_session_enter(s, SMTP_S_READY);
+        return;
+    }
+    s->work_pending = 1;
+    smtp_session_enter(s, SMTP_S_AUTHWAIT);
+}
+
+/* One client response of the exchange (or the initial response). */
+static void
+smtp_auth_response(struct smtp_session *s, const char *p, size_t len)
+{
+    static char dec[SMTP_AUTH_LINE_MAX];
+    struct smtp_auth_cred cr;
+    size_t n = 0;
+    enum smtp_auth_err e;
+
+    if (smtp_auth_b64(p, len, dec, sizeof(dec), &n) != SMTP_AUTH_OK) {
+        sodium_memzero(dec, sizeof(dec));
+        smtp_auth_reset(s);
+        smtp_session_enter(s, SMTP_S_READY);
+        smtp_reply(s, "501 5.5.2 Cannot decode response (base64 expected)");
+        smtp_error(s);
+        return;
+    }
+    switch (s->auth_mech) {
+    case SMTP_AUTH_MECH_PLAIN:
+        e = smtp_auth_plain(dec, n, &cr);
+        sodium_memzero(dec, n);
+        if (e == SMTP_AUTH_FORM) {
+            smtp_auth_reset(s);
+            smtp_session_enter(s, SMTP_S_READY);
+            smtp_reply(s, "501 5.5.2 Malformed PLAIN response");
+            smtp_error(s);
+            return;
+        }
+        if (e != SMTP_AUTH_OK) {
+            /* Too long, or another authorization identity: a failed
+               login like any other. */
+            smtp_auth_check(s, cr.user[0] ? cr.user : "-", "", 0);
+            return;
+        }
+        smtp_auth_check(s, cr.user, cr.pass, cr.passlen);
+        sodium_memzero(&cr, sizeof(cr));
+        return;
+    case SMTP_AUTH_MECH_LOGIN:
+        if (smtp_auth_field(dec, n, s->auth_login, SMTP_AUTH_ID_MAX, NULL) !=
+            SMTP_AUTH_OK)
+            snprintf(s->auth_login, sizeof(s->auth_login), "-");
+        sodium_memzero(dec, n);
+        s->auth_mech = SMTP_AUTH_MECH_LOGIN + 1; /* now the password */
+        smtp_session_enter(s, SMTP_S_AUTH);
+        smtp_reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
+        return;
+    default: {
+        char user[SMTP_AUTH_ID_MAX + 1];
+        char pass[SMTP_AUTH_PASS_MAX + 1];
+        size_t plen = 0;
+        snprintf(user, sizeof(user), "%s", s->auth_login);
+        if (smtp_auth_field(dec, n, pass, SMTP_AUTH_PASS_MAX, &plen) !=
+            SMTP_AUTH_OK)
+            plen = 0;
+        sodium_memzero(dec, n);
+        smtp_auth_check(s, user, pass, plen);
+        sodium_memzero(pass, sizeof(pass));
+        return;
+    }
+    }
+}
+
+static void
+smtp_auth_line(struct smtp_session *s, const char *line, size_t len)
+{
+    if (len == 1 && line[0] == '*') {
+        /* RFC 4954 §4: the client cancels. */
+        smtp_auth_reset(s);
+        smtp_session_enter(s, SMTP_S_READY);
+        smtp_reply(s, "501 5.0.0 Authentication cancelled");
+        return;
+    }
+    smtp_auth_response(s, line, len);
+}
+
+static void
+smtp_do_auth(struct smtp_session *s, struct smtp_cmd *c)
+{
+    const char *a = c->arg.p, *sp, *ir = NULL;
+    size_t alen = c->arg.len, mlen, irlen = 0;
+    char key[RL_KEY_MAX];
+
+    if (s->auth_user != NULL) {
+        smtp_reply(s, "503 5.5.1 Error: already authenticated");
+        smtp_error(s);
+        return;
+    }
+    if (!s->esmtp) {
+        smtp_reply(s, "503 5.5.1 Error: send EHLO first");
+        smtp_error(s);
+        return;
+    }
+    if (s->tls == NULL && !s->plain_auth_ok) {
+        smtp_reply(s, "538 5.7.11 Encryption required for requested "
+                      "authentication mechanism");
+        smtp_error(s);
+        return;
+    }
+    if (s->n->rl && s->has_peer) {
+        smtp_rl_key(s, key, sizeof(key), 'a', s->peer_ip);
+        if (rl_count(s->n->rl, key, uv_now(s->n->loop),
+                     s->cfg->auth_fail_window) >= s->cfg->auth_max_fail_ip) {
+            s->n->stats.ratelimited++;
+            log_warn("event=ratelimit kind=auth_failures_ip sid=%s addr=%s "
+                     "limit=%u",
+                     s->sid, s->peer_ip, s->cfg->auth_max_fail_ip);
+            smtp_reply(s,
+                       "421 4.7.0 %s Error: too many failed logins from %s, "
+                       "try again later",
+                       s->cfg->hostname, s->peer_ip);
+            smtp_session_close(s, "too many failed logins");
+            return;
+        }
+    }
+    if (alen == 0) {
+        smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+        smtp_error(s);
+        return;
+    }
+    sp = memchr(a, ' ', alen);
+    mlen = sp ? (size_t)(sp - a) : alen;
+    if (sp) {
+        ir = sp + 1;
+        irlen = alen - mlen - 1;
+    }
+    if (mlen == 5 && strncasecmp(a, "PLAIN", 5) == 0) {
+        s->auth_mech = SMTP_AUTH_MECH_PLAIN;
+        if (ir) {
+            smtp_auth_response(s, ir, irlen);
+            return;
+        }
+        smtp_session_enter(s, SMTP_S_AUTH);
+        smtp_reply(s, "334 ");
+    } else if (mlen == 5 && strncasecmp(a, "LOGIN", 5) == 0) {
+        s->auth_mech = SMTP_AUTH_MECH_LOGIN;
+        s->auth_login[0] = '\0';
+        if (ir) {
+            smtp_auth_response(s, ir, irlen);
+            return;
+        }
+        smtp_session_enter(s, SMTP_S_AUTH);
+        smtp_reply(s, "334 VXNlcm5hbWU6"); /* "Username:" */
+    } else {
+        smtp_reply(s, "504 5.5.4 Unrecognized authentication type");
+        smtp_error(s);
+    }
 }
 
 #define ST_SESSION (ST(INIT) | ST(READY) | ST(MAIL) | ST(RCPT) | ST(CHUNKING))
@@ -1004,8 +1563,10 @@ static const struct smtp_cmd_def smtp_cmds[] = {
     {SMTP_V_EXPN, ST_SESSION, SMTP_CF_JUNK, smtp_do_expn, NULL},
     {SMTP_V_HELP, ST_SESSION, SMTP_CF_JUNK, smtp_do_help, NULL},
     {SMTP_V_QUIT, ST_SESSION, SMTP_CF_NOARG, smtp_do_quit, NULL},
-    {SMTP_V_STARTTLS, ST_SESSION, 0, smtp_do_notimpl, NULL},
-    {SMTP_V_AUTH, ST_SESSION, 0, smtp_do_notimpl, NULL},
+    {SMTP_V_STARTTLS, ST(INIT) | ST(READY), 0, smtp_do_starttls,
+     "503 5.5.1 Error: STARTTLS not allowed in a transaction"},
+    {SMTP_V_AUTH, ST(READY), 0, smtp_do_auth,
+     "503 5.5.1 Error: AUTH not allowed in a transaction"},
 };
 
 static const struct smtp_cmd_def *
@@ -1067,6 +1628,15 @@ smtp_handle_line(struct smtp_session *s, const char *line, size_t len)
     const struct smtp_cmd_def *def;
     enum smtp_perr pe;
 
+    /* The tokenizer admits AUTH's longer lines (RFC 4954 §4); every
+       other command keeps the §4.5.3.1.4 limit. */
+    if (len + 2 > s->cfg->max_command_line &&
+        !(len > 5 && strncasecmp(line, "AUTH ", 5) == 0)) {
+        smtp_reply(s, "500 5.5.2 Error: command line longer than %zu bytes",
+                   s->cfg->max_command_line);
+        smtp_error(s);
+        return;
+    }
     /* SMTPUTF8 addresses are judged against the MAIL parameter by the
        handlers, so the parser may accept UTF-8 whenever EHLO was used. */
     pe = smtp_cmd_parse(line, len, s->esmtp, &c);
@@ -1145,13 +1715,16 @@ smtp_data_progress(struct smtp_session *s, size_t nread)
         s->deadline = cap;
 }
 
+static int smtp_tls_pull(struct smtp_session *s);
+
+/* Execute what the input buffer holds, as far as the state allows. */
 static void
-smtp_session_process(struct smtp_session *s)
+smtp_session_consume(struct smtp_session *s)
 {
     size_t off = 0;
 
-    while (!s->closing && s->state != SMTP_S_COMMIT &&
-           s->wpending < SMTP_WPENDING_MAX) {
+    while (!s->closing && s->state != SMTP_S_COMMIT && s->state != SMTP_S_TLS &&
+           s->state != SMTP_S_AUTHWAIT && s->wpending < SMTP_WPENDING_MAX) {
         const char *p = s->in.data + off;
         size_t avail = s->in.len - off;
         size_t used = 0;
@@ -1201,8 +1774,24 @@ smtp_session_process(struct smtp_session *s)
             goto out;
         case SMTP_TOK_LINE:
             off += used;
-            smtp_handle_line(s, line.p, line.len);
+            if (s->state == SMTP_S_AUTH)
+                smtp_auth_line(s, line.p, line.len);
+            else
+                smtp_handle_line(s, line.p, line.len);
             smtp_command_done(s);
+            if (s->tls_starting) {
+                /* RFC 3207 §4.2 / STARTTLS injection: what the client
+                   pipelined after STARTTLS was sent in plaintext and is
+                   thrown away, never executed. */
+                if (s->in.len > off)
+                    log_warn("event=smtp.starttls_injection sid=%s addr=%s "
+                             "discarded=%zu",
+                             s->sid, s->has_peer ? s->peer_ip : "unknown",
+                             s->in.len - off);
+                off = s->in.len;
+                smtp_start_tls(s);
+                goto out;
+            }
             break;
         case SMTP_TOK_TOOLONG:
             off += used;
@@ -1229,6 +1818,16 @@ out:
         s->in.len -= off;
         s->in.data[s->in.len] = '\0';
     }
+}
+
+static void
+smtp_session_process(struct smtp_session *s)
+{
+    /* Under TLS, decrypted input is taken only up to SMTP_IN_HIGH; the
+       rest waits in the TLS layer and is pulled as the buffer drains. */
+    do
+        smtp_session_consume(s);
+    while (smtp_tls_pull(s));
     smtp_flush(s);
     smtp_update_reading(s);
 }
@@ -1242,6 +1841,81 @@ smtp_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
        read buffer at all. */
     b->base = malloc(SMTP_READ_SIZE);
     b->len = b->base ? SMTP_READ_SIZE : 0;
+}
+
+static void smtp_greet(struct smtp_session *s);
+
+/* The handshake is done: RFC 3207 §4.2, the session starts over. */
+static void
+smtp_tls_ready(struct smtp_session *s)
+{
+    s->n->stats.tls_sessions++;
+    log_info("event=tls.established sid=%s version=%s cipher=%s bits=%d",
+             s->sid, tls_conn_version(s->tls), tls_conn_cipher(s->tls),
+             tls_conn_bits(s->tls));
+    smtp_txn_reset(s);
+    s->helo[0] = '\0';
+    s->esmtp = 0;
+    smtp_session_enter(s, SMTP_S_INIT);
+    if (!s->greeted)
+        smtp_greet(s); /* smtps: the greeting comes over TLS */
+}
+
+/* Ciphertext arrived (nread bytes): handshake, or decrypt into s->in. */
+static void
+smtp_tls_input(struct smtp_session *s, size_t nread)
+{
+    enum tls_res r;
+
+    if (s->state == SMTP_S_TLS) {
+        r = tls_conn_handshake(s->tls);
+        smtp_tls_send(s);
+        if (r == TLS_WANT)
+            return;
+        if (r != TLS_OK) {
+            s->n->stats.tls_failures++;
+            log_info("event=tls.handshake_failed sid=%s addr=%s err=\"%s\"",
+                     s->sid, s->has_peer ? s->peer_ip : "unknown",
+                     r == TLS_CLOSED ? "closed by client"
+                                     : tls_conn_error(s->tls));
+            smtp_session_close(s, "TLS handshake failed");
+            return;
+        }
+        smtp_tls_ready(s);
+    }
+    (void)nread;
+    smtp_session_process(s);
+}
+
+/* Decrypt buffered TLS input into s->in up to SMTP_IN_HIGH. 1 if
+   plaintext was added, 0 if none (nothing buffered, a partial record,
+   the buffer full, no TLS, or the session closing). */
+static int
+smtp_tls_pull(struct smtp_session *s)
+{
+    enum tls_res r;
+    size_t before = s->in.len;
+
+    if (s->tls == NULL || s->closing || s->state == SMTP_S_TLS ||
+        s->in.len >= SMTP_IN_HIGH || !tls_conn_buffered(s->tls))
+        return 0;
+    r = tls_conn_read(s->tls, &s->in, SMTP_IN_HIGH - s->in.len);
+    smtp_tls_send(s); /* TLS 1.3 post-handshake messages, alerts */
+    if (r == TLS_CLOSED) {
+        smtp_session_close(s, "client closed TLS");
+        return 0;
+    }
+    if (r != TLS_OK) {
+        log_info("event=tls.error sid=%s err=\"%s\"", s->sid,
+                 tls_conn_error(s->tls));
+        smtp_session_close(s, "TLS error");
+        return 0;
+    }
+    if (s->in.len == before)
+        return 0;
+    if (s->state == SMTP_S_DATA || s->state == SMTP_S_BDAT)
+        smtp_data_progress(s, s->in.len - before);
+    return 1;
 }
 
 static void
@@ -1261,6 +1935,16 @@ smtp_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     }
     if (s->closing) {
         free(b->base);
+        return;
+    }
+    if (s->tls != NULL) {
+        int r = tls_conn_feed(s->tls, b->base, (size_t)nread);
+        free(b->base);
+        if (r != 0) {
+            smtp_session_close(s, "out of memory");
+            return;
+        }
+        smtp_tls_input(s, (size_t)nread);
         return;
     }
     if (buf_append(&s->in, b->base, (size_t)nread) != 0) {
@@ -1316,47 +2000,83 @@ smtp_write_cb(uv_write_t *req, int status)
         smtp_session_process(s);
 }
 
+/* Hand bytes to the socket: what the kernel takes now, the rest in a
+   write request (wpending counts it). 0 or -1 (session closing). */
+static int
+smtp_send_bytes(struct smtp_session *s, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    struct smtp_write *w;
+    int n = s->wpending ? 0 : uv_try_write(&s->io.s, &b, 1);
+
+    if (n == UV_EAGAIN || n == UV_ENOSYS)
+        n = 0;
+    if (n < 0) {
+        smtp_session_close(s, uv_strerror(n));
+        return -1;
+    }
+    if ((size_t)n < len) {
+        size_t rest = len - (size_t)n;
+        w = malloc(sizeof(*w) + rest);
+        if (w == NULL) {
+            smtp_session_close(s, "out of memory");
+            return -1;
+        }
+        w->s = s;
+        w->len = rest;
+        memcpy(w->data, data + n, rest);
+        b = uv_buf_init(w->data, (unsigned)rest);
+        if (uv_write(&w->req, &s->io.s, &b, 1, smtp_write_cb) != 0) {
+            free(w);
+            smtp_session_close(s, "write failed");
+            return -1;
+        }
+        s->wpending += rest;
+    }
+    return 0;
+}
+
+/* Ciphertext the TLS layer produced (handshake, alerts, records). */
+static void
+smtp_tls_send(struct smtp_session *s)
+{
+    struct buf c;
+
+    if (s->tls == NULL || tls_conn_pending(s->tls) == 0 ||
+        uv_is_closing(&s->io.h))
+        return;
+    buf_init(&c, tls_conn_pending(s->tls));
+    if (tls_conn_take(s->tls, &c) != 0) {
+        buf_cleanup(&c);
+        smtp_session_close(s, "out of memory");
+        return;
+    }
+    if (c.len)
+        smtp_send_bytes(s, c.data, c.len);
+    buf_cleanup(&c);
+}
+
 static void
 smtp_flush(struct smtp_session *s)
 {
-    uv_buf_t b;
-    int n;
-    struct smtp_write *w;
-
     if (!s->started || uv_is_closing(&s->io.h))
         return;
     if (s->out.len == 0)
         goto done;
-    b = uv_buf_init(s->out.data, (unsigned)s->out.len);
-    n = s->wpending ? 0 : uv_try_write(&s->io.s, &b, 1);
-    if (n == UV_EAGAIN || n == UV_ENOSYS)
-        n = 0;
-    if (n < 0) {
+    if (s->tls != NULL && s->state != SMTP_S_TLS) {
+        if (tls_conn_write(s->tls, s->out.data, s->out.len) != TLS_OK) {
+            buf_reset(&s->out);
+            smtp_session_close(s, "TLS write failed");
+            return;
+        }
         buf_reset(&s->out);
-        smtp_session_close(s, uv_strerror(n));
-        return;
+        smtp_tls_send(s);
+    } else {
+        /* On failure the session is closing; the reset below lets the
+           close finish at done. */
+        (void)smtp_send_bytes(s, s->out.data, s->out.len);
+        buf_reset(&s->out);
     }
-    if ((size_t)n < s->out.len) {
-        size_t rest = s->out.len - (size_t)n;
-        w = malloc(sizeof(*w) + rest);
-        if (w == NULL) {
-            buf_reset(&s->out);
-            smtp_session_close(s, "out of memory");
-            return;
-        }
-        w->s = s;
-        w->len = rest;
-        memcpy(w->data, s->out.data + n, rest);
-        b = uv_buf_init(w->data, (unsigned)rest);
-        if (uv_write(&w->req, &s->io.s, &b, 1, smtp_write_cb) != 0) {
-            free(w);
-            buf_reset(&s->out);
-            smtp_session_close(s, "write failed");
-            return;
-        }
-        s->wpending += rest;
-    }
-    buf_reset(&s->out);
 done:
     if (s->closing && s->wpending == 0)
         smtp_really_close(s);
@@ -1372,8 +2092,12 @@ smtp_timer_cb(uv_timer_t *t)
 
     if (s->closing)
         return;
-    if (s->state == SMTP_S_COMMIT) {
-        /* Waiting on our own disk, not on the client. */
+    if (s->state == SMTP_S_AUTHWAIT && s->auth_delayed) {
+        smtp_auth_finish(s);
+        return;
+    }
+    if (s->state == SMTP_S_COMMIT || s->state == SMTP_S_AUTHWAIT) {
+        /* Waiting on our own disk or password check, not the client. */
         smtp_deadline_set(s, s->cfg->timeout_command);
         return;
     }
@@ -1404,6 +2128,11 @@ smtp_session_free(struct smtp_session *s)
 {
     if (s->gone)
         s->gone(s->gone_arg, s);
+    if (s->rl_key[0] && s->n->rl)
+        rl_release(s->n->rl, s->rl_key);
+    tls_conn_free(s->tls);
+    free(s->auth_user);
+    sodium_memzero(s->auth_login, sizeof(s->auth_login));
     smtp_txn_reset(s);
     buf_cleanup(&s->msg);
     buf_cleanup(&s->in);
@@ -1417,7 +2146,7 @@ smtp_close_cb(uv_handle_t *h)
 {
     struct smtp_session *s = h->data;
 
-    if (--s->handles_open == 0 && !s->store_pending)
+    if (--s->handles_open == 0 && !s->store_pending && !s->work_pending)
         smtp_session_free(s);
 }
 
@@ -1428,7 +2157,7 @@ smtp_really_close(struct smtp_session *s)
         return;
     /* Never free under a store callback that is still to come: the
        commit callback finishes the teardown (smtp_commit_done). */
-    if (s->store_pending)
+    if (s->store_pending || s->work_pending)
         return;
     log_info(
         "event=smtp.disconnect sid=%s reason=\"%s\" msgs=%" PRIu64 " errors=%u",
@@ -1473,7 +2202,9 @@ smtp_session_new(struct node *n, smtp_session_gone_cb gone, void *gone_arg,
     buf_init(&s->in, SMTP_IN_MAX);
     buf_init(&s->out, SMTP_OUT_MAX);
     buf_init(&s->msg, 0);
-    smtp_line_init(&s->ls, n->cfg->max_command_line);
+    smtp_line_init(&s->ls, n->cfg->max_command_line > SMTP_AUTH_LINE_MAX + 8
+                               ? n->cfg->max_command_line
+                               : SMTP_AUTH_LINE_MAX + 8);
     *out = s;
     return 0;
 }
@@ -1496,7 +2227,15 @@ smtp_session_set_peer(struct smtp_session *s, const struct sockaddr *peer)
                       s->peer_ip + 5, sizeof(s->peer_ip) - 5);
         }
         s->trusted = node_config_trusted(s->cfg, peer);
+        s->plain_auth_ok = node_config_in_nets(s->cfg->auth_plain_nets,
+                                               s->cfg->nauth_plain_nets, peer);
     }
+}
+
+void
+smtp_session_set_kind(struct smtp_session *s, enum smtp_kind kind)
+{
+    s->kind = kind;
 }
 
 uv_stream_t *
@@ -1517,6 +2256,62 @@ smtp_session_discard(struct smtp_session *s)
     smtp_session_free(s);
 }
 
+/* RFC 5321 §4.2: greeting; §4.3.1 no enhanced code before EHLO. */
+static void
+smtp_greet(struct smtp_session *s)
+{
+    s->greeted = 1;
+    smtp_reply(s, "220 %s ESMTP %s", s->cfg->hostname,
+               s->cfg->banner ? s->cfg->banner : "relaymesh");
+    smtp_deadline_set(s, s->cfg->timeout_command);
+    smtp_flush(s);
+}
+
+/* Connection rate and concurrent sessions per client address. 1 if the
+   session may go on; else it is answered 421 (not on smtps) and closed. */
+static int
+smtp_admit(struct smtp_session *s)
+{
+    const struct node_config *cfg = s->cfg;
+    struct ratelimit *rl = s->n->rl;
+    uint64_t now = uv_now(s->n->loop);
+    const char *what;
+    unsigned limit;
+    char key[RL_KEY_MAX];
+
+    if (rl == NULL || !s->has_peer ||
+        (cfg->conn_rate_per_ip == 0 && cfg->sessions_per_ip == 0) ||
+        (s->trusted && cfg->rate_exempt_trusted))
+        return 1;
+    smtp_rl_key(s, key, sizeof(key), 'c', s->peer_ip);
+    if (!rl_take(rl, key, now, 60, cfg->conn_rate_per_ip)) {
+        what = "connections per minute";
+        limit = cfg->conn_rate_per_ip;
+    } else if (cfg->sessions_per_ip != 0 &&
+               !rl_hold(rl, key, now, cfg->sessions_per_ip)) {
+        what = "concurrent sessions";
+        limit = cfg->sessions_per_ip;
+    } else {
+        if (cfg->sessions_per_ip != 0)
+            snprintf(s->rl_key, sizeof(s->rl_key), "c:%s", s->peer_ip);
+        return 1;
+    }
+    s->n->stats.ratelimited++;
+    log_warn("event=ratelimit kind=%s sid=%s addr=%s limit=%u",
+             limit == cfg->conn_rate_per_ip && what[0] == 'c' && what[1] == 'o'
+                 ? "conn_rate_per_ip"
+                 : "sessions_per_ip",
+             s->sid, s->peer_ip, limit);
+    if (s->kind != SMTP_KIND_SMTPS)
+        smtp_reply(s,
+                   "421 4.7.0 %s Error: too many %s from %s (limit %u), try "
+                   "again later",
+                   cfg->hostname, what, s->peer_ip, limit);
+    smtp_session_close(s, "rate limit");
+    smtp_flush(s);
+    return 0;
+}
+
 void
 smtp_session_start(struct smtp_session *s)
 {
@@ -1528,13 +2323,23 @@ smtp_session_start(struct smtp_session *s)
     s->timer.data = s;
     s->handles_open = 2;
     s->started = 1;
-    log_info("event=smtp.connect sid=%s addr=%s trusted=%d", s->sid,
-             s->has_peer ? s->peer_ip : "unknown", s->trusted);
-    /* RFC 5321 §4.2: greeting; §4.3.1 no enhanced code before EHLO. */
-    smtp_reply(s, "220 %s ESMTP %s", s->cfg->hostname,
-               s->cfg->banner ? s->cfg->banner : "relaymesh");
-    smtp_deadline_set(s, s->cfg->timeout_command);
-    smtp_flush(s);
+    log_info("event=smtp.connect sid=%s kind=%s addr=%s trusted=%d", s->sid,
+             smtp_kind_name(s->kind), s->has_peer ? s->peer_ip : "unknown",
+             s->trusted);
+    if (!smtp_admit(s))
+        return;
+    if (s->kind == SMTP_KIND_SMTPS) {
+        /* RFC 8314 §3.3: TLS first, then the greeting over it. */
+        s->tls = n->tls ? tls_conn_server(n->tls) : NULL;
+        if (s->tls == NULL) {
+            smtp_session_close(s, "TLS not available");
+            return;
+        }
+        smtp_session_enter(s, SMTP_S_TLS);
+        smtp_update_reading(s);
+        return;
+    }
+    smtp_greet(s);
     smtp_update_reading(s);
 }
 
@@ -1550,6 +2355,7 @@ smtp_session_drain(struct smtp_session *s)
     case SMTP_S_MAIL:
     case SMTP_S_RCPT:
     case SMTP_S_CHUNKING:
+    case SMTP_S_AUTH:
         /* Idle between commands: RFC 5321 §3.8, 421 then close. */
         smtp_reply(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
         smtp_session_close(s, "shutdown");
@@ -1559,6 +2365,12 @@ smtp_session_drain(struct smtp_session *s)
     case SMTP_S_BDAT:
     case SMTP_S_COMMIT:
         /* Let the message finish; smtp_commit_done() says goodbye. */
+        break;
+    case SMTP_S_TLS:
+    case SMTP_S_AUTHWAIT:
+        /* Mid-handshake (no plaintext reply is possible) or mid-check:
+           just close; a password check finishes first. */
+        smtp_session_close(s, "shutdown");
         break;
     case SMTP_S_CLOSING:
     case SMTP_S__COUNT:

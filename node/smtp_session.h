@@ -24,6 +24,13 @@
 struct node;
 struct smtp_session;
 
+/* What a listener is for; the session's rules follow from it. */
+enum smtp_kind {
+    SMTP_KIND_RELAY = 0,  /* MX / relay (RFC 5321): STARTTLS, AUTH optional */
+    SMTP_KIND_SUBMISSION, /* RFC 6409: STARTTLS, AUTH before MAIL */
+    SMTP_KIND_SMTPS       /* RFC 8314 implicit TLS, then as submission */
+};
+
 /* Called once when the session's memory is about to be freed. */
 typedef void (*smtp_session_gone_cb)(void *arg, struct smtp_session *s);
 
@@ -39,6 +46,8 @@ int smtp_session_new(struct node *n, smtp_session_gone_cb gone, void *gone_arg,
 /* The client's address (AF_INET / AF_INET6); without one the session is
    untrusted and its Received header says "unknown". Before start. */
 void smtp_session_set_peer(struct smtp_session *s, const struct sockaddr *peer);
+/* The listener kind (default SMTP_KIND_RELAY). Before start. */
+void smtp_session_set_kind(struct smtp_session *s, enum smtp_kind kind);
 /* The session's stream handle storage (big enough for tcp or pipe). */
 uv_stream_t *smtp_session_stream(struct smtp_session *s, int is_pipe);
 /* Send the greeting and start reading. On failure the session closes
@@ -68,8 +77,10 @@ void smtp_server_drain(struct smtp_server *srv, void (*done_cb)(void *),
 void smtp_server_abort(struct smtp_server *srv);
 /* Close listeners; memory is freed once every handle has closed. */
 void smtp_server_close(struct smtp_server *srv);
-/* Bound addresses as text, one per listener ("127.0.0.1:2525"). */
+/* Bound addresses as text, one per listener ("127.0.0.1:2525"), and
+   their kinds. */
 size_t smtp_server_listeners(const struct smtp_server *srv, char (*out)[64],
-                             size_t max);
+                             enum smtp_kind *kinds, size_t max);
+const char *smtp_kind_name(enum smtp_kind kind);
 
 #endif

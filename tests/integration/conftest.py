@@ -61,6 +61,27 @@ def free_port(host="127.0.0.1"):
     return port
 
 
+def free_ports(n, host="127.0.0.1"):
+    """`n` distinct free ports (all held open until all are chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _single_port(value):
+    """The port of a one-address listener value "127.0.0.1:N", else None."""
+    m = re.fullmatch(r"\s*(?:\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:.]+\]):(\d+)\s*",
+                     value or "")
+    return int(m.group(1)) if m else None
+
+
 DEFAULTS = {
     "node": {
         "hostname": "mx.test.example",
@@ -102,14 +123,27 @@ class Node:
         self.dir = os.path.join(str(base), name)
         os.makedirs(self.dir, exist_ok=True)
         self.datadir = datadir or os.path.join(self.dir, "data")
-        self.port = free_port()
+        # three listeners on every node: relay/MX (smtp.listen), submission
+        # (RFC 6409) and implicit TLS (RFC 8314). A test that sets
+        # smtp.submission or smtp.smtps itself gets the port of that value
+        # (or None when it is empty or lists several addresses).
+        self.port, self.submission_port, self.smtps_port = free_ports(3)
         self.conf = os.path.join(self.dir, "relaymesh.conf")
         self.settings = {s: dict(v) for s, v in DEFAULTS.items()}
         self.settings["node"]["datadir"] = self.datadir
         self.settings["smtp"]["listen"] = "127.0.0.1:%d" % self.port
+        self.settings["smtp"]["submission"] = \
+            "127.0.0.1:%d" % self.submission_port
+        self.settings["smtp"]["smtps"] = "127.0.0.1:%d" % self.smtps_port
         for key, value in (conf or {}).items():
             section, k = key.split(".", 1)
             self.settings.setdefault(section, {})[k] = str(value)
+        conf_keys = set(conf or {})
+        if "smtp.submission" in conf_keys:
+            self.submission_port = _single_port(
+                self.settings["smtp"]["submission"])
+        if "smtp.smtps" in conf_keys:
+            self.smtps_port = _single_port(self.settings["smtp"]["smtps"])
         lim = self.settings["limits"]
         if "limits.max_header_size" not in (conf or {}) and \
                 int(lim["max_header_size"]) > int(lim["max_message_size"]):

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, SLOW
+from conftest import BIN, SLOW, SRC
 from helpers.smtp import Conn, make_message, send_mail, split_trace
 
 SENDER = "s@client.test.example"
@@ -272,6 +272,51 @@ def test_serve_bad_config_fails(tmp_path):
 def test_serve_prints_listeners(node):
     out = node.stdout()
     assert "127.0.0.1:%d" % node.port in out, out
+    assert "127.0.0.1:%d" % node.submission_port in out, out
+    assert "127.0.0.1:%d" % node.smtps_port in out, out
+
+
+def test_sample_config_is_valid_and_documents_every_key():
+    """etc/relaymesh.conf.sample passes --check and names every key the
+    node knows (set or commented out), so an administrator finds each one
+    there."""
+    if not BIN or not SRC:
+        pytest.skip("no RELAYMESH_BIN / RELAYMESH_SRC")
+    sample = os.path.join(SRC, "etc", "relaymesh.conf.sample")
+    r = subprocess.run([BIN, "serve", "-c", sample, "--check"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=10 * SLOW)
+    assert r.returncode == 0, r.stderr
+    text = open(sample, encoding="utf-8").read()
+    section, missing = None, []
+    for line in r.stdout.decode().splitlines():
+        m = re.fullmatch(r"\[(\w+)\]", line)
+        if m:
+            section = m.group(1)
+            assert "[%s]" % section in text, section
+            continue
+        m = re.match(r"(\w+) =", line)
+        if m and not re.search(r"^;?%s =" % m.group(1), text, re.M):
+            missing.append("%s.%s" % (section, m.group(1)))
+    assert not missing, "keys missing from the sample: %s" % missing
+
+
+def test_status_shows_listeners_and_certificate(node):
+    st = node.status()
+    assert st["submission"] == ["127.0.0.1:%d" % node.submission_port]
+    assert st["smtps"] == ["127.0.0.1:%d" % node.smtps_port]
+    tls = st["tls"]
+    assert tls["self_signed"] is True
+    assert tls["subject"] == "CN=mx.test.example"
+    assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", tls["sha256"])
+    assert tls["file"].endswith("/tls/selfsigned.crt")
+    for k in ("tls_sessions", "tls_failures", "auth_ok", "auth_failed",
+              "ratelimited"):
+        assert st[k] == 0, (k, st)
+    out = node.cli_ok("status").stdout.decode()
+    assert "submission  127.0.0.1:%d" % node.submission_port in out, out
+    assert "certificate CN=mx.test.example (self-signed)" in out, out
+    assert tls["sha256"] in out, out
 
 
 def test_concurrent_user_add_same_address(node_factory):
