@@ -22,16 +22,18 @@ struct ratelimit {
     size_t nb; /* buckets, a power of two */
     size_t n;  /* entries */
     size_t adds_since_prune;
+    uint64_t pruned_at; /* ms */
     int warned;
 };
 
+/* Keys are cut at RL_KEY_MAX octets: hash and compare only those. */
 static uint64_t
 rl_hash(const char *k)
 {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
 
-    for (; *k; k++) {
-        h ^= (unsigned char)*k;
+    for (size_t i = 0; i < RL_KEY_MAX && k[i]; i++) {
+        h ^= (unsigned char)k[i];
         h *= 1099511628211ULL;
     }
     return h;
@@ -101,6 +103,7 @@ rl_prune(struct ratelimit *rl, uint64_t now)
         }
     }
     rl->adds_since_prune = 0;
+    rl->pruned_at = now;
 }
 
 static void
@@ -133,12 +136,15 @@ rl_find(struct ratelimit *rl, const char *key, uint64_t now, int create)
     struct rl_entry *e;
 
     for (e = rl->b[k]; e; e = e->next) {
-        if (strcmp(e->key, key) == 0)
+        if (strncmp(e->key, key, RL_KEY_MAX) == 0)
             return e;
     }
     if (!create)
         return NULL;
-    if (rl->adds_since_prune >= rl->n / 2 + 256)
+    /* When full no insert counts towards the next prune: prune then at
+       most once a second, or the table stays full for good. */
+    if (rl->adds_since_prune >= rl->n / 2 + 256 ||
+        (rl->n >= RL_ENTRIES_MAX && now - rl->pruned_at >= 1000))
         rl_prune(rl, now);
     if (rl->n >= RL_ENTRIES_MAX) {
         if (!rl->warned)

@@ -13,6 +13,7 @@ smtp_auth_b64(const char *in, size_t len, char *out, size_t outsz,
 {
     const char *end = NULL;
     size_t n = 0;
+    unsigned char high = 0;
 
     *outlen = 0;
     if (outsz == 0)
@@ -24,6 +25,12 @@ smtp_auth_b64(const char *in, size_t len, char *out, size_t outsz,
         return SMTP_AUTH_BASE64;
     if (len / 4 * 3 >= outsz)
         return SMTP_AUTH_TOOLONG;
+    /* libsodium reads the text as (signed) char: octets 0x80-0xff pass
+       as '/'. Refuse them first (no branch per octet: constant time). */
+    for (size_t i = 0; i < len; i++)
+        high |= (unsigned char)in[i];
+    if (high & 0x80)
+        return SMTP_AUTH_BASE64;
     if (sodium_base642bin((unsigned char *)out, outsz - 1, in, len, NULL, &n,
                           &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
         end != in + len)
