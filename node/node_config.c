@@ -167,7 +167,7 @@ static const struct cfg_key cfg_keys[] = {
      "messages per authenticated user per hour, then 451; 0 = no limit"},
     {"limits", "rate_exempt_trusted", CFG_BOOL, "yes", 0, 1,
      OFF(rate_exempt_trusted), WID(rate_exempt_trusted), 0, NULL, NULL,
-     "clients in mynetworks are exempt from the three limits above"},
+     "mynetworks clients are exempt from the two per-IP limits"},
     {"tls", "cert_file", CFG_STRING, "", 0, CFG_PATH_MAX, OFF(tls_cert_file),
      0, 0, NULL, NULL,
      "PEM certificate chain; empty = a self-signed one in <datadir>/tls"},

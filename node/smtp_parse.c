@@ -302,6 +302,12 @@ parse_domain(struct cur *c)
             return SMTP_PERR_PATH;
         if (!cur_eat(c, '.'))
             return SMTP_PERR_OK;
+        /* One trailing dot, "example.com." (the DNS root), is taken
+           and judged as "example.com" (relay policy, local domains);
+           "example.com.." still fails at the caller. */
+        if (c->i >= c->n ||
+            !(is_alnum(c->p[c->i]) || (unsigned char)c->p[c->i] >= 0x80))
+            return SMTP_PERR_OK;
     }
 }
 

@@ -395,8 +395,9 @@ smtp_mail_auth_checks(struct smtp_session *s, struct smtp_cmd *c)
         smtp_error(s);
         return -1;
     }
-    if (cfg->msgs_per_user_hour && s->n->rl &&
-        !(s->trusted && cfg->rate_exempt_trusted)) {
+    /* Per login, wherever the client is (trusted networks too): it is
+       what stops a stolen password from spamming. */
+    if (cfg->msgs_per_user_hour && s->n->rl) {
         snprintf(key, sizeof(key), "m:%s", s->auth_user);
         if (!rl_take(s->n->rl, key, uv_now(s->n->loop), 3600,
                      cfg->msgs_per_user_hour)) {
@@ -1856,6 +1857,11 @@ smtp_tls_ready(struct smtp_session *s)
     smtp_txn_reset(s);
     s->helo[0] = '\0';
     s->esmtp = 0;
+    /* Even a login made before TLS is forgotten: a man in the middle
+       could have made it with an account of his own. */
+    free(s->auth_user);
+    s->auth_user = NULL;
+    smtp_auth_reset(s);
     smtp_session_enter(s, SMTP_S_INIT);
     if (!s->greeted)
         smtp_greet(s); /* smtps: the greeting comes over TLS */
@@ -2275,7 +2281,7 @@ smtp_admit(struct smtp_session *s)
     const struct node_config *cfg = s->cfg;
     struct ratelimit *rl = s->n->rl;
     uint64_t now = uv_now(s->n->loop);
-    const char *what;
+    const char *what, *kind;
     unsigned limit;
     char key[RL_KEY_MAX];
 
@@ -2286,10 +2292,12 @@ smtp_admit(struct smtp_session *s)
     smtp_rl_key(s, key, sizeof(key), 'c', s->peer_ip);
     if (!rl_take(rl, key, now, 60, cfg->conn_rate_per_ip)) {
         what = "connections per minute";
+        kind = "conn_rate_per_ip";
         limit = cfg->conn_rate_per_ip;
     } else if (cfg->sessions_per_ip != 0 &&
                !rl_hold(rl, key, now, cfg->sessions_per_ip)) {
         what = "concurrent sessions";
+        kind = "sessions_per_ip";
         limit = cfg->sessions_per_ip;
     } else {
         if (cfg->sessions_per_ip != 0)
@@ -2297,11 +2305,8 @@ smtp_admit(struct smtp_session *s)
         return 1;
     }
     s->n->stats.ratelimited++;
-    log_warn("event=ratelimit kind=%s sid=%s addr=%s limit=%u",
-             limit == cfg->conn_rate_per_ip && what[0] == 'c' && what[1] == 'o'
-                 ? "conn_rate_per_ip"
-                 : "sessions_per_ip",
-             s->sid, s->peer_ip, limit);
+    log_warn("event=ratelimit kind=%s sid=%s addr=%s limit=%u", kind, s->sid,
+             s->peer_ip, limit);
     if (s->kind != SMTP_KIND_SMTPS)
         smtp_reply(s,
                    "421 4.7.0 %s Error: too many %s from %s (limit %u), try "

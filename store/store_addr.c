@@ -31,6 +31,9 @@ store_addr_canon(const char *addr, char *out, size_t outsz)
     else
         memcpy(out, addr, lp);
     out[lp] = '@';
+    /* "example.com." (the DNS root) is "example.com". */
+    if (n > lp + 2 && addr[n - 1] == '.')
+        n--;
     for (size_t i = lp + 1; i < n; i++) {
         char c = addr[i];
 
