@@ -110,6 +110,7 @@ struct smtp_session {
     struct tls_conn *tls; /* set from STARTTLS / smtps on */
     int tls_starting;     /* STARTTLS answered; switch after the flush */
     int greeted;          /* 220 sent (smtps: after the handshake) */
+    int tls_bye;          /* close_notify queued */
     int plain_auth_ok;    /* client may AUTH without TLS */
     char *auth_user;      /* canonical login after 235 */
     int auth_mech;        /* SMTP_AUTH_MECH_* during an exchange */
@@ -2062,6 +2063,19 @@ smtp_tls_send(struct smtp_session *s)
     buf_cleanup(&c);
 }
 
+/* Closing a TLS session: a close_notify alert, so that the client can
+   tell our close from a truncation (RFC 8446 §6.1). */
+static void
+smtp_tls_bye(struct smtp_session *s)
+{
+    if (s->tls == NULL || s->tls_bye || s->state == SMTP_S_TLS ||
+        !tls_conn_established(s->tls))
+        return;
+    s->tls_bye = 1;
+    tls_conn_shutdown(s->tls);
+    smtp_tls_send(s);
+}
+
 static void
 smtp_flush(struct smtp_session *s)
 {
@@ -2076,6 +2090,8 @@ smtp_flush(struct smtp_session *s)
             return;
         }
         buf_reset(&s->out);
+        if (s->closing)
+            smtp_tls_bye(s); /* after the last reply, e.g. 221 */
         smtp_tls_send(s);
     } else {
         /* On failure the session is closing; the reset below lets the
@@ -2184,6 +2200,8 @@ smtp_session_close(struct smtp_session *s, const char *reason)
             s->reading = 0;
         }
         uv_timer_stop(&s->timer);
+        if (s->out.len == 0)
+            smtp_tls_bye(s); /* else smtp_flush() sends it after the reply */
     }
     if (s->wpending == 0 && s->out.len == 0)
         smtp_really_close(s);

@@ -515,6 +515,16 @@ tls_conn_take(struct tls_conn *c, struct buf *out)
     return 0;
 }
 
+void
+tls_conn_shutdown(struct tls_conn *c)
+{
+    if (!c->established)
+        return;
+    ERR_clear_error();
+    (void)SSL_shutdown(c->ssl); /* queues close_notify; no reply awaited */
+    ERR_clear_error();
+}
+
 int
 tls_conn_established(const struct tls_conn *c)
 {

@@ -70,6 +70,8 @@ int tls_conn_take(struct tls_conn *c, struct buf *out);
 size_t tls_conn_pending(const struct tls_conn *c);
 /* Input fed but not yet read as plaintext (whole or partial records). */
 int tls_conn_buffered(const struct tls_conn *c);
+/* Queue a close_notify alert (tls_conn_take() then has it). */
+void tls_conn_shutdown(struct tls_conn *c);
 int tls_conn_established(const struct tls_conn *c);
 const char *tls_conn_version(const struct tls_conn *c); /* "TLSv1.3" */
 const char *tls_conn_cipher(const struct tls_conn *c);
