@@ -9,7 +9,7 @@ set -eu
 
 BUILD="build-essential cmake pkg-config libuv1-dev liblmdb-dev libsodium-dev libmsgpack-dev libinih-dev libssl-dev"
 TEST="libcmocka-dev python3 python3-pytest swaks clang lmdb-utils openssl testssl.sh"
-BENCH="postfix"
+BENCH="postfix sasl2-bin libsasl2-modules"
 
 want="$BUILD"
 case "${1:-}" in
