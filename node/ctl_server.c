@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/rm_error.h"
 #include "node/ctl_codec.h"
+#include "node/auth_cache.h"
 #include "node/node.h"
 #include "node/smtp_session.h"
 #include "node/tls.h"
@@ -790,11 +791,13 @@ ctl_op_done(struct ctl_conn *c, int status)
                      c->op_addr);
         break;
     case CTL_OP_USER_PASSWD:
+        auth_cache_forget(n->auth, c->op_addr);
         what = "user.passwd";
         if (status == RM_E_NOTFOUND)
             ctl_fail(c, status, "no user %s", c->op_addr);
         break;
     case CTL_OP_USER_DEL:
+        auth_cache_forget(n->auth, c->op_addr);
         what = "user.del";
         if (status == RM_E_NOTFOUND)
             ctl_fail(c, status, "no user %s", c->op_addr);
@@ -1006,6 +1009,8 @@ ctl_start(struct ctl_conn *c, enum ctl_op op)
     int r;
 
     c->op = op;
+    if (op == CTL_OP_USER_PASSWD || op == CTL_OP_USER_DEL)
+        auth_cache_forget(c->srv->n->auth, c->op_addr); /* and at done */
     if ((r = ctl_submit(c)) != 0) {
         c->op = CTL_OP_NONE;
         return ctl_fail(c, r, "cannot submit the change: %s", rm_strerror(r));

@@ -26,6 +26,7 @@
 
 #include "common/log.h"
 #include "common/rm_error.h"
+#include "node/auth_cache.h"
 #include "node/node.h"
 #include "node/ratelimit.h"
 #include "node/smtp_session.h"
@@ -402,6 +403,8 @@ node_serve_main(int argc, char **argv)
         goto out_close;
     }
     r = ratelimit_new(&rt->n.rl);
+    if (r == 0)
+        r = auth_cache_new(rt->cfg.auth_cache_ttl, &rt->n.auth);
     if (r != 0) {
         fprintf(stderr, "relaymesh: out of memory\n");
         goto out_close;
@@ -454,6 +457,7 @@ out_loop:
         log_warn("event=node.loop_not_clean");
     tls_server_free(rt->n.tls);
     ratelimit_free(rt->n.rl);
+    auth_cache_free(rt->n.auth);
 out_cfg:
     node_config_cleanup(&rt->cfg);
     free(rt);

@@ -49,6 +49,7 @@ struct node {
     struct ctl_server *ctl;
     struct tls_server *tls; /* NULL: no TLS (then no STARTTLS, no smtps) */
     struct ratelimit *rl;   /* per-IP and per-user counters */
+    struct auth_cache *auth; /* logins verified recently */
     int64_t started; /* unix seconds */
     int draining;    /* SIGTERM received */
     struct node_stats stats;

@@ -75,8 +75,7 @@ static int cfg_check_text(const char *v, char *msg, size_t msgsz);
 static int cfg_check_mailbox(const char *v, char *msg, size_t msgsz);
 
 static const char *const cfg_bare_lf_names[] = {"reject", "normalise", NULL};
-static const char *const cfg_tls_version_names[] = {"TLSv1.2", "TLSv1.3",
-                                                    NULL};
+static const char *const cfg_tls_version_names[] = {"TLSv1.2", "TLSv1.3", NULL};
 static const char *const cfg_sender_policy_names[] = {"own", "any", NULL};
 
 #define OFF(f) offsetof(struct node_config, f)
@@ -211,6 +210,9 @@ static const struct cfg_key cfg_keys[] = {
     {"auth", "fail_window", CFG_UINT, "3600", 1, 604800,
      OFF(auth_fail_window), WID(auth_fail_window), 0, NULL, NULL,
      "seconds over which failures are counted"},
+    {"auth", "cache_ttl", CFG_UINT, "300", 0, 86400, OFF(auth_cache_ttl),
+     WID(auth_cache_ttl), 0, NULL, NULL,
+     "seconds a verified login skips the password hash; 0 = off"},
     {"store", "map_size_max", CFG_SIZE, "0", 0, UINT64_C(1) << 50,
      OFF(map_size_max), WID(map_size_max), 0, NULL, NULL,
      "ceiling of the LMDB map, bytes (k/m/g); 0 = no limit but the disk"},

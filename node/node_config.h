@@ -104,6 +104,7 @@ struct node_config {
     unsigned auth_max_fail_ip;    /* 10 per window */
     unsigned auth_max_fail_user;  /* 10 per window */
     unsigned auth_fail_window;    /* seconds; 3600 */
+    unsigned auth_cache_ttl;      /* seconds; 300; 0 = off */
     unsigned timeout_shutdown; /* seconds SIGTERM waits for sessions */
     enum node_bare_lf bare_lf; /* "reject" | "normalise" */
     /* [store] */

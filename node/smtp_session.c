@@ -23,6 +23,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/rm_error.h"
+#include "node/auth_cache.h"
 #include "node/node.h"
 #include "node/ratelimit.h"
 #include "node/smtp_auth.h"
@@ -1200,6 +1201,7 @@ struct smtp_auth_work {
     size_t passlen;
     int skip; /* locked out: check against the dummy, then fail */
     int ok;
+    uint64_t gen; /* auth_cache generation when the check started */
 };
 
 static char smtp_dummy_hash[STORE_PWHASH_MAX];
@@ -1270,6 +1272,24 @@ smtp_auth_finish(struct smtp_session *s)
 
 static void smtp_timer_cb(uv_timer_t *t);
 
+/* The password matched (cached: no hash was computed). The caller goes
+   on with the input. */
+static void
+smtp_auth_success(struct smtp_session *s, const char *login, int cached)
+{
+    s->auth_user = strdup(login);
+    smtp_session_enter(s, SMTP_S_READY);
+    if (s->auth_user == NULL) {
+        smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+        return;
+    }
+    s->n->stats.auth_ok++;
+    log_info("event=smtp.auth sid=%s addr=%s user=%s tls=%d cached=%d", s->sid,
+             s->has_peer ? s->peer_ip : "unknown", s->auth_user, s->tls != NULL,
+             cached);
+    smtp_reply(s, "235 2.7.0 Authentication successful");
+}
+
 static void
 smtp_auth_after_cb(uv_work_t *req, int status)
 {
@@ -1282,29 +1302,20 @@ smtp_auth_after_cb(uv_work_t *req, int status)
     uint64_t delay;
 
     s->work_pending = 0;
-    sodium_memzero(w->pass, sizeof(w->pass));
     if (status != 0)
         w->ok = 0;
+    if (s->closing || !w->ok)
+        sodium_memzero(w->pass, sizeof(w->pass));
     if (s->closing) {
         free(w);
         smtp_session_close(s, s->close_reason);
         return;
     }
     if (w->ok) {
-        s->auth_user = strdup(w->login);
+        auth_cache_put(s->n->auth, w->login, w->pass, w->passlen, now, w->gen);
+        sodium_memzero(w->pass, sizeof(w->pass));
+        smtp_auth_success(s, w->login, 0);
         free(w);
-        if (s->auth_user == NULL) {
-            smtp_reply(s, "454 4.7.0 Temporary authentication failure");
-            smtp_session_enter(s, SMTP_S_READY);
-            smtp_session_process(s);
-            return;
-        }
-        s->n->stats.auth_ok++;
-        log_info("event=smtp.auth sid=%s addr=%s user=%s tls=%d", s->sid,
-                 s->has_peer ? s->peer_ip : "unknown", s->auth_user,
-                 s->tls != NULL);
-        smtp_reply(s, "235 2.7.0 Authentication successful");
-        smtp_session_enter(s, SMTP_S_READY);
         smtp_session_process(s);
         return;
     }
@@ -1379,6 +1390,12 @@ smtp_auth_check(struct smtp_session *s, const char *user, const char *pass,
             "event=ratelimit kind=auth_failures_user sid=%s user=\"%.100s\" "
             "limit=%u",
             s->sid, w->login, s->cfg->auth_max_fail_user);
+    } else if (auth_cache_check(s->n->auth, w->login, w->pass, w->passlen,
+                                uv_now(s->n->loop))) {
+        smtp_auth_success(s, w->login, 1);
+        sodium_memzero(w, sizeof(*w));
+        free(w);
+        return;
     } else {
         struct smtp_user_hash uh = {w->hash, sizeof(w->hash)};
         r = store_user_get(s->n->store, w->login, smtp_user_hash_cb, &uh);
@@ -1386,6 +1403,7 @@ smtp_auth_check(struct smtp_session *s, const char *user, const char *pass,
             log_err("event=smtp.user_lookup_failed sid=%s err=\"%s\"", s->sid,
                     rm_strerror(r));
     }
+    w->gen = auth_cache_gen(s->n->auth);
     r = uv_queue_work(s->n->loop, &w->req, smtp_auth_work_cb,
                       smtp_auth_after_cb);
     if (r != 0) {

@@ -656,3 +656,45 @@ def test_password_never_logged(node_factory):
                    plain_ir("carol@localhost", secret),
                    plain_ir("carol@localhost", wrong)):
         assert needle not in log, "%r found in the node's log" % needle
+
+
+# -- verified-login cache ([auth] cache_ttl) ---------------------------------
+
+def _auth_lines(node):
+    return [l for l in node.stderr().splitlines() if "event=smtp.auth " in l]
+
+
+def test_auth_cache_skips_the_hash_and_forgets_on_password_change(
+        node_factory):
+    """A second login with the same password is answered from the cache
+    (cached=1 in the log); a wrong password is never; `user passwd` makes
+    the old password fail at once and the new one work."""
+    n = node_factory(conf={"auth.fail_delay": 0, "auth.cache_ttl": 300})
+    for expect_cached in ("cached=0", "cached=1"):
+        with Conn(n.port) as c:
+            c.ehlo()
+            assert auth_plain(c, ALICE).code == 235
+        assert _auth_lines(n)[-1].endswith(expect_cached), _auth_lines(n)
+    with Conn(n.port) as c:
+        c.ehlo()
+        assert_535(auth_plain(c, ALICE, password="not-" + PASSWORD))
+    n.cli_ok("user", "passwd", ALICE, input="brand-new-pw\n")
+    with Conn(n.port) as c:
+        c.ehlo()
+        assert_535(auth_plain(c, ALICE))
+    with Conn(n.port) as c:
+        c.ehlo()
+        assert auth_plain(c, ALICE, password="brand-new-pw").code == 235
+    n.cli_ok("user", "del", ALICE)
+    with Conn(n.port) as c:
+        c.ehlo()
+        assert_535(auth_plain(c, ALICE, password="brand-new-pw"))
+
+
+def test_auth_cache_off(node_factory):
+    n = node_factory(conf={"auth.fail_delay": 0, "auth.cache_ttl": 0})
+    for _ in range(2):
+        with Conn(n.port) as c:
+            c.ehlo()
+            assert auth_plain(c, ALICE).code == 235
+    assert all(l.endswith("cached=0") for l in _auth_lines(n)), _auth_lines(n)
