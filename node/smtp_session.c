@@ -385,7 +385,8 @@ smtp_mail_auth_checks(struct smtp_session *s, struct smtp_cmd *c)
         smtp_error(s);
         return -1;
     }
-    memcpy(sender, c->path.p, c->path.len);
+    if (c->path.len > 0) /* the null sender has no bytes at all */
+        memcpy(sender, c->path.p, c->path.len);
     sender[c->path.len] = '\0';
     if (!node_config_sender_ok(cfg, s->auth_user, sender)) {
         log_info("event=smtp.sender_denied sid=%s user=%s sender=<%s>", s->sid,
