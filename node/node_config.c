@@ -45,6 +45,7 @@ enum cfg_type {
     CFG_SIZE,   /* bytes, suffixes k/m/g/t; size_t or uint64_t */
     CFG_U64,    /* plain number; size_t or uint64_t */
     CFG_UINT,   /* plain number; unsigned */
+    CFG_TIME,   /* seconds, suffixes s/m/h/d ("5m", "4h"); unsigned */
     CFG_BOOL,   /* yes/no, true/false, on/off, 1/0; int */
     CFG_LIST,   /* comma-separated domains; char *[] + count */
     CFG_PAIRS,  /* comma-separated "address=address"; char *[] + count */
@@ -73,10 +74,16 @@ static int cfg_check_log_level(const char *v, char *msg, size_t msgsz);
 static int cfg_check_hostname(const char *v, char *msg, size_t msgsz);
 static int cfg_check_text(const char *v, char *msg, size_t msgsz);
 static int cfg_check_mailbox(const char *v, char *msg, size_t msgsz);
+static int cfg_check_text_opt(const char *v, char *msg, size_t msgsz);
+static int cfg_check_dns_server(const char *v, char *msg, size_t msgsz);
+static int cfg_check_tls_policy(const char *v, char *msg, size_t msgsz);
+static int cfg_check_smarthost(const char *v, char *msg, size_t msgsz);
 
 static const char *const cfg_bare_lf_names[] = {"reject", "normalise", NULL};
 static const char *const cfg_tls_version_names[] = {"TLSv1.2", "TLSv1.3", NULL};
 static const char *const cfg_sender_policy_names[] = {"own", "any", NULL};
+static const char *const cfg_delivery_tls_names[] = {"none", "opportunistic",
+                                                     "required", NULL};
 
 #define OFF(f) offsetof(struct node_config, f)
 #define WID(f) sizeof(((struct node_config *)0)->f)
@@ -213,6 +220,68 @@ static const struct cfg_key cfg_keys[] = {
     {"auth", "cache_ttl", CFG_UINT, "300", 0, 86400, OFF(auth_cache_ttl),
      WID(auth_cache_ttl), 0, NULL, NULL,
      "seconds a verified login skips the password hash; 0 = off"},
+    {"dns", "server", CFG_STRING, "", 0, 128, OFF(dns_server), 0, 0, NULL,
+     cfg_check_dns_server,
+     "resolver to ask, ADDR or ADDR@PORT; empty = /etc/resolv.conf"},
+    {"delivery", "port", CFG_UINT, "25", 1, 65535, OFF(delivery_port),
+     WID(delivery_port), 0, NULL, NULL,
+     "TCP port of the MX hosts mail is delivered to"},
+    {"delivery", "helo_name", CFG_STRING, "", 0, 253, OFF(delivery_helo), 0,
+     0, NULL, cfg_check_text_opt, "name sent in EHLO; empty = [node] hostname"},
+    {"delivery", "tls", CFG_ENUM, "opportunistic", 0, 0, OFF(delivery_tls),
+     WID(delivery_tls), 0, cfg_delivery_tls_names, NULL,
+     "STARTTLS to MX hosts: none, opportunistic or required"},
+    {"delivery", "tls_policy", CFG_STRING, "", 0, 4000,
+     OFF(delivery_tls_policy), 0, 0, NULL, cfg_check_tls_policy,
+     "per destination: domain=none|opportunistic|required, ..."},
+    {"delivery", "concurrency", CFG_UINT, "100", 1, 10000,
+     OFF(delivery_concurrency), WID(delivery_concurrency), 0, NULL, NULL,
+     "outbound connections at once, all destinations"},
+    {"delivery", "concurrency_per_destination", CFG_UINT, "10", 1, 1000,
+     OFF(delivery_concurrency_dest), WID(delivery_concurrency_dest), 0, NULL,
+     NULL, "outbound connections at once to one destination domain"},
+    {"delivery", "retry_first", CFG_TIME, "5m", 1, 86400,
+     OFF(delivery_retry_first), WID(delivery_retry_first), 0, NULL, NULL,
+     "wait before the first retry; doubles per attempt"},
+    {"delivery", "retry_max", CFG_TIME, "1h", 1, 604800,
+     OFF(delivery_retry_max), WID(delivery_retry_max), 0, NULL, NULL,
+     "longest wait between two attempts"},
+    {"delivery", "queue_lifetime", CFG_TIME, "5d", 1, 31536000,
+     OFF(delivery_lifetime), WID(delivery_lifetime), 0, NULL, NULL,
+     "give up (bounce) a message not delivered after this long"},
+    {"delivery", "delay_notice", CFG_TIME, "4h", 0, 31536000,
+     OFF(delivery_delay_notice), WID(delivery_delay_notice), 0, NULL, NULL,
+     "tell the sender mail is delayed after this long; 0 = never"},
+    {"delivery", "smarthost", CFG_STRING, "", 0, 300,
+     OFF(delivery_smarthost), 0, 0, NULL, cfg_check_smarthost,
+     "relay all outbound mail via host, [host], host:port; empty = MX"},
+    {"delivery", "smarthost_user", CFG_STRING, "", 0, 512,
+     OFF(delivery_smarthost_user), 0, 0, NULL, cfg_check_text_opt,
+     "AUTH PLAIN login at the smarthost (only over TLS)"},
+    {"delivery", "smarthost_password", CFG_STRING, "", 0, 512,
+     OFF(delivery_smarthost_pass), 0, 0, NULL, NULL,
+     "its password (keep this file 0600)"},
+    {"delivery", "timeout_connect", CFG_TIME, "30s", 1, 3600,
+     OFF(delivery_timeout_connect), WID(delivery_timeout_connect), 0, NULL,
+     NULL, "TCP connect to an MX host"},
+    {"delivery", "timeout_greeting", CFG_TIME, "5m", 1, 3600,
+     OFF(delivery_timeout_greeting), WID(delivery_timeout_greeting), 0, NULL,
+     NULL, "220 greeting, EHLO, STARTTLS, AUTH (RFC 5321 4.5.3.2.1)"},
+    {"delivery", "timeout_mail", CFG_TIME, "5m", 1, 3600,
+     OFF(delivery_timeout_mail), WID(delivery_timeout_mail), 0, NULL, NULL,
+     "reply to MAIL (RFC 5321 4.5.3.2.2)"},
+    {"delivery", "timeout_rcpt", CFG_TIME, "5m", 1, 3600,
+     OFF(delivery_timeout_rcpt), WID(delivery_timeout_rcpt), 0, NULL, NULL,
+     "reply to RCPT (RFC 5321 4.5.3.2.3)"},
+    {"delivery", "timeout_data_init", CFG_TIME, "2m", 1, 3600,
+     OFF(delivery_timeout_data_init), WID(delivery_timeout_data_init), 0,
+     NULL, NULL, "354 reply to DATA (RFC 5321 4.5.3.2.4)"},
+    {"delivery", "timeout_data_block", CFG_TIME, "3m", 1, 3600,
+     OFF(delivery_timeout_data_block), WID(delivery_timeout_data_block), 0,
+     NULL, NULL, "each block of message data sent (RFC 5321 4.5.3.2.5)"},
+    {"delivery", "timeout_data_done", CFG_TIME, "10m", 1, 3600,
+     OFF(delivery_timeout_data_done), WID(delivery_timeout_data_done), 0,
+     NULL, NULL, "reply after the final dot (RFC 5321 4.5.3.2.6)"},
     {"store", "map_size_max", CFG_SIZE, "0", 0, UINT64_C(1) << 50,
      OFF(map_size_max), WID(map_size_max), 0, NULL, NULL,
      "ceiling of the LMDB map, bytes (k/m/g); 0 = no limit but the disk"},
@@ -221,8 +290,8 @@ static const struct cfg_key cfg_keys[] = {
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 
-static const char *const cfg_sections[] = {"node", "smtp",  "limits", "tls",
-                                           "auth", "store", NULL};
+static const char *const cfg_sections[] = {
+    "node", "smtp", "limits", "tls", "auth", "dns", "delivery", "store", NULL};
 
 struct cfg_parse {
     struct node_config *cfg;
@@ -417,6 +486,49 @@ cfg_parse_number(const char *v, int suffixes, uint64_t *out, char *msg,
     return 0;
 }
 
+/* A duration: a number of seconds, or with one suffix s, m, h or d. */
+static int
+cfg_parse_time(const char *v, uint64_t *out, char *msg, size_t msgsz)
+{
+    char num[32];
+    size_t len = strlen(v);
+    uint64_t n, mul = 1;
+
+    if (len > 0 && len < sizeof(num) && isalpha((unsigned char)v[len - 1])) {
+        switch (tolower((unsigned char)v[len - 1])) {
+        case 's':
+            mul = 1;
+            break;
+        case 'm':
+            mul = 60;
+            break;
+        case 'h':
+            mul = 3600;
+            break;
+        case 'd':
+            mul = 86400;
+            break;
+        default:
+            snprintf(msg, msgsz,
+                     "expected a duration (300, 300s, 5m, 4h, 5d), got "
+                     "\"%.40s\"",
+                     v);
+            return RM_E_INVAL;
+        }
+        memcpy(num, v, len - 1);
+        num[len - 1] = '\0';
+        v = num;
+    }
+    if (cfg_parse_number(v, 0, &n, msg, msgsz) != 0)
+        return RM_E_INVAL;
+    if (n > UINT32_MAX / mul) {
+        snprintf(msg, msgsz, "duration too long");
+        return RM_E_INVAL;
+    }
+    *out = n * mul;
+    return 0;
+}
+
 /* Parse "a.b.c.d:port", "[v6]:port" or "*:port" into l. */
 static int
 cfg_parse_listen(const char *v, struct node_listen *l, char *msg, size_t msgsz)
@@ -543,6 +655,203 @@ bad:
     return RM_E_INVAL;
 }
 
+/* Empty, or text as cfg_check_text wants it. */
+static int
+cfg_check_text_opt(const char *v, char *msg, size_t msgsz)
+{
+    return *v == '\0' ? 0 : cfg_check_text(v, msg, msgsz);
+}
+
+/* "ADDR" or "ADDR@PORT", ADDR an IPv4 or IPv6 address (libunbound's
+   forwarder syntax). */
+static int
+cfg_check_dns_server(const char *v, char *msg, size_t msgsz)
+{
+    char a[INET6_ADDRSTRLEN + 8];
+    unsigned char bin[16];
+    const char *at = strchr(v, '@');
+    size_t alen = at ? (size_t)(at - v) : strlen(v);
+    uint64_t port;
+
+    if (*v == '\0')
+        return 0;
+    if (alen >= sizeof(a))
+        goto bad;
+    memcpy(a, v, alen);
+    a[alen] = '\0';
+    if (inet_pton(AF_INET, a, bin) != 1 && inet_pton(AF_INET6, a, bin) != 1)
+        goto bad;
+    if (at != NULL && (cfg_parse_number(at + 1, 0, &port, msg, msgsz) != 0 ||
+                       port == 0 || port > 65535))
+        goto bad;
+    return 0;
+bad:
+    snprintf(msg, msgsz,
+             "expected a resolver address like 192.0.2.53 or 127.0.0.1@5353");
+    return RM_E_INVAL;
+}
+
+/* Look domain up in a tls_policy value; -1 if no entry names it. */
+static int
+cfg_tls_policy_find(const char *policy, const char *domain)
+{
+    const char *p = policy;
+    size_t dlen = strlen(domain);
+    int found = -1;
+    size_t best = 0;
+
+    while (*p != '\0') {
+        const char *e = strchr(p, ','), *eq;
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char item[300], *name, *lvl;
+        if (len < sizeof(item)) {
+            memcpy(item, p, len);
+            item[len] = '\0';
+            name = cfg_trim(item);
+            if ((eq = strchr(name, '=')) != NULL) {
+                size_t nlen;
+                item[eq - item] = '\0';
+                lvl = cfg_trim((char *)eq + 1);
+                name = cfg_trim(name);
+                nlen = strlen(name);
+                for (int i = 0; cfg_delivery_tls_names[i] != NULL; i++) {
+                    if (strcmp(lvl, cfg_delivery_tls_names[i]) != 0)
+                        continue;
+                    if (strcasecmp(name, domain) == 0)
+                        return i; /* exact beats a parent */
+                    if (name[0] == '.' && dlen > nlen && nlen > best &&
+                        strcasecmp(domain + dlen - nlen, name) == 0) {
+                        found = i;
+                        best = nlen;
+                    }
+                }
+            }
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return found;
+}
+
+static int
+cfg_check_tls_policy(const char *v, char *msg, size_t msgsz)
+{
+    const char *p = v;
+
+    while (*p != '\0') {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char item[300], *name, *lvl, *eq;
+        int ok = 0;
+        if (len >= sizeof(item))
+            goto bad;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        name = cfg_trim(item);
+        if ((eq = strchr(name, '=')) == NULL)
+            goto bad;
+        *eq = '\0';
+        lvl = cfg_trim(eq + 1);
+        name = cfg_trim(name);
+        if (!cfg_domain_ok(name[0] == '.' ? name + 1 : name,
+                           strlen(name[0] == '.' ? name + 1 : name)))
+            goto bad;
+        for (int i = 0; cfg_delivery_tls_names[i] != NULL; i++)
+            ok |= strcmp(lvl, cfg_delivery_tls_names[i]) == 0;
+        if (!ok)
+            goto bad;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+bad:
+    snprintf(msg, msgsz,
+             "expected domain=none|opportunistic|required, ... (a leading "
+             "dot covers subdomains: .example.com=required)");
+    return RM_E_INVAL;
+}
+
+/* host, [host], host:port, [host]:port, [IPv6:addr]:port. */
+static int
+cfg_smarthost_split(const char *v, char *host, size_t hostsz, unsigned *port,
+                    int *mx)
+{
+    const char *hend, *rest;
+    uint64_t pn = 25;
+    char tmp[64];
+    size_t hlen;
+
+    if (*v == '[') {
+        hend = strchr(v, ']');
+        if (hend == NULL)
+            return RM_E_INVAL;
+        v++;
+        rest = hend + 1;
+        *mx = 0;
+        if (strncasecmp(v, "IPv6:", 5) == 0)
+            v += 5;
+    } else {
+        hend = strchr(v, ':');
+        if (hend == NULL)
+            hend = v + strlen(v);
+        rest = hend;
+        *mx = 1;
+    }
+    hlen = (size_t)(hend - v);
+    if (hlen == 0 || hlen >= hostsz)
+        return RM_E_INVAL;
+    memcpy(host, v, hlen);
+    host[hlen] = '\0';
+    if (*rest == ':') {
+        if (cfg_parse_number(rest + 1, 0, &pn, tmp, sizeof(tmp)) != 0 ||
+            pn == 0 || pn > 65535)
+            return RM_E_INVAL;
+    } else if (*rest != '\0') {
+        return RM_E_INVAL;
+    }
+    *port = (unsigned)pn;
+    return 0;
+}
+
+static int
+cfg_check_smarthost(const char *v, char *msg, size_t msgsz)
+{
+    char host[256];
+    unsigned port;
+    int mx;
+
+    if (*v == '\0')
+        return 0;
+    if (cfg_smarthost_split(v, host, sizeof(host), &port, &mx) != 0 ||
+        (mx && !cfg_domain_ok(host, strlen(host)))) {
+        snprintf(msg, msgsz,
+                 "expected host, [host], host:port or [192.0.2.1]:587");
+        return RM_E_INVAL;
+    }
+    return 0;
+}
+
+enum node_delivery_tls
+node_config_tls_for(const struct node_config *cfg, const char *domain)
+{
+    int i = -1;
+
+    if (cfg->delivery_tls_policy != NULL && domain != NULL)
+        i = cfg_tls_policy_find(cfg->delivery_tls_policy, domain);
+    return i >= 0 ? (enum node_delivery_tls)i : cfg->delivery_tls;
+}
+
+int
+node_config_smarthost(const struct node_config *cfg, char *host, size_t hostsz,
+                      unsigned *port, int *mx)
+{
+    if (cfg->delivery_smarthost == NULL || cfg->delivery_smarthost[0] == '\0')
+        return RM_E_NOTFOUND;
+    return cfg_smarthost_split(cfg->delivery_smarthost, host, hostsz, port, mx);
+}
+
 /* ---- setting keys -------------------------------------------------- */
 
 static void
@@ -575,6 +884,7 @@ cfg_clear_key(struct node_config *cfg, const struct cfg_key *k)
     case CFG_SIZE:
     case CFG_U64:
     case CFG_UINT:
+    case CFG_TIME:
     case CFG_BOOL:
     case CFG_ENUM:
         break;
@@ -677,6 +987,7 @@ cfg_set_list(struct node_config *cfg, const struct cfg_key *k,
         case CFG_SIZE:
         case CFG_U64:
         case CFG_UINT:
+        case CFG_TIME:
         case CFG_BOOL:
         case CFG_ENUM:
             return RM_E_INVAL;
@@ -715,7 +1026,10 @@ cfg_set(struct node_config *cfg, const struct cfg_key *k, const char *value,
     case CFG_SIZE:
     case CFG_U64:
     case CFG_UINT:
-        if (cfg_parse_number(value, k->type == CFG_SIZE, &n, msg, msgsz) != 0)
+    case CFG_TIME:
+        if (k->type == CFG_TIME ? cfg_parse_time(value, &n, msg, msgsz) != 0
+                                : cfg_parse_number(value, k->type == CFG_SIZE,
+                                                   &n, msg, msgsz) != 0)
             return RM_E_INVAL;
         if (n < k->min || n > k->max) {
             snprintf(msg, msgsz, "%llu is out of range (%llu to %llu)",
@@ -1201,12 +1515,15 @@ cfg_dump_value(struct buf *b, const struct node_config *cfg,
     switch (k->type) {
     case CFG_STRING: {
         const char *s = *(char *const *)(base + k->off);
+        if (s != NULL && *s != '\0' && strstr(k->name, "password") != NULL)
+            s = "(set; not shown)";
         buf_appendf(b, "%s", s ? s : "");
         return;
     }
     case CFG_SIZE:
     case CFG_U64:
     case CFG_UINT:
+    case CFG_TIME:
     case CFG_BOOL:
     case CFG_ENUM:
         if (k->width == sizeof(uint64_t)) {
@@ -1220,6 +1537,14 @@ cfg_dump_value(struct buf *b, const struct node_config *cfg,
             buf_appendf(b, "%s", k->enums[v]);
         else if (k->type == CFG_BOOL)
             buf_appendf(b, "%s", v ? "yes" : "no");
+        else if (k->type == CFG_TIME && v != 0 && v % 86400 == 0)
+            buf_appendf(b, "%llud", (unsigned long long)(v / 86400));
+        else if (k->type == CFG_TIME && v != 0 && v % 3600 == 0)
+            buf_appendf(b, "%lluh", (unsigned long long)(v / 3600));
+        else if (k->type == CFG_TIME && v != 0 && v % 60 == 0)
+            buf_appendf(b, "%llum", (unsigned long long)(v / 60));
+        else if (k->type == CFG_TIME)
+            buf_appendf(b, "%llus", (unsigned long long)v);
         else
             buf_appendf(b, "%llu", (unsigned long long)v);
         return;

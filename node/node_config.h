@@ -44,6 +44,12 @@ enum node_sender_policy {
     NODE_SENDER_ANY = 1
 };
 
+enum node_delivery_tls {
+    NODE_DTLS_NONE = 0,
+    NODE_DTLS_OPPORTUNISTIC = 1, /* default */
+    NODE_DTLS_REQUIRED = 2
+};
+
 enum node_bare_lf {
     NODE_BARE_REJECT = 0,   /* 5xx on bare CR / LF (default) */
     NODE_BARE_NORMALISE = 1 /* convert to CRLF */
@@ -59,11 +65,11 @@ struct node_config {
     char *control_socket; /* default "<datadir>/control.sock" */
     /* [smtp] */
     struct node_listen listen[NODE_CONFIG_LISTEN_MAX];
-    size_t nlisten;                         /* default 127.0.0.1:2525 */
+    size_t nlisten; /* default 127.0.0.1:2525 */
     struct node_listen submission[NODE_CONFIG_LISTEN_MAX];
     size_t nsubmission; /* default 127.0.0.1:2587 */
     struct node_listen smtps[NODE_CONFIG_LISTEN_MAX];
-    size_t nsmtps; /* default 127.0.0.1:2465 */
+    size_t nsmtps;                          /* default 127.0.0.1:2465 */
     char *domains[NODE_CONFIG_DOMAINS_MAX]; /* local domains, lower-case */
     size_t ndomains;                        /* default "localhost" */
     struct node_net mynetworks[NODE_CONFIG_NETS_MAX];
@@ -72,17 +78,17 @@ struct node_config {
                            domain; default postmaster@<first> */
     char *banner;       /* greeting text after hostname */
     /* [limits] RFC 5321 §4.5.3 and session budget */
-    size_t max_command_line;   /* 512 (§4.5.3.1.4) */
-    size_t max_text_line;      /* 1000 (§4.5.3.1.6) */
-    size_t max_recipients;     /* 1000 (§4.5.3.1.8 minimum is 100) */
-    uint64_t max_message_size; /* 26214400 */
-    size_t max_header_size;    /* 102400 */
-    unsigned max_errors;       /* 10, then 421 */
-    unsigned max_received;     /* 50 Received headers, loop */
-    unsigned max_sessions;     /* 10000 concurrent, then 421 */
-    unsigned timeout_command;  /* seconds; 300 (§4.5.3.2.7) */
-    unsigned timeout_data;     /* seconds; 600 without progress */
-    unsigned min_data_rate;    /* bytes/s floor in DATA; 500 */
+    size_t max_command_line;     /* 512 (§4.5.3.1.4) */
+    size_t max_text_line;        /* 1000 (§4.5.3.1.6) */
+    size_t max_recipients;       /* 1000 (§4.5.3.1.8 minimum is 100) */
+    uint64_t max_message_size;   /* 26214400 */
+    size_t max_header_size;      /* 102400 */
+    unsigned max_errors;         /* 10, then 421 */
+    unsigned max_received;       /* 50 Received headers, loop */
+    unsigned max_sessions;       /* 10000 concurrent, then 421 */
+    unsigned timeout_command;    /* seconds; 300 (§4.5.3.2.7) */
+    unsigned timeout_data;       /* seconds; 600 without progress */
+    unsigned min_data_rate;      /* bytes/s floor in DATA; 500 */
     unsigned conn_rate_per_ip;   /* per minute; 0 = off */
     unsigned sessions_per_ip;    /* concurrent; 0 = off */
     unsigned msgs_per_user_hour; /* 0 = off */
@@ -105,8 +111,31 @@ struct node_config {
     unsigned auth_max_fail_user;  /* 10 per window */
     unsigned auth_fail_window;    /* seconds; 3600 */
     unsigned auth_cache_ttl;      /* seconds; 300; 0 = off */
-    unsigned timeout_shutdown; /* seconds SIGTERM waits for sessions */
-    enum node_bare_lf bare_lf; /* "reject" | "normalise" */
+    unsigned timeout_shutdown;    /* seconds SIGTERM waits for sessions */
+    enum node_bare_lf bare_lf;    /* "reject" | "normalise" */
+    /* [dns] */
+    char *dns_server; /* "" = system resolvers; "ADDR[@PORT]" */
+    /* [delivery] outbound SMTP and the queue's schedule (seconds) */
+    unsigned delivery_port; /* 25 */
+    char *delivery_helo;    /* "" = hostname */
+    enum node_delivery_tls delivery_tls;
+    char *delivery_tls_policy; /* "domain=level, ..." */
+    unsigned delivery_concurrency;
+    unsigned delivery_concurrency_dest;
+    unsigned delivery_retry_first;  /* 300 */
+    unsigned delivery_retry_max;    /* 3600 */
+    unsigned delivery_lifetime;     /* 5 days */
+    unsigned delivery_delay_notice; /* 4 h; 0 = off */
+    char *delivery_smarthost;       /* "" = MX lookup */
+    char *delivery_smarthost_user;
+    char *delivery_smarthost_pass;
+    unsigned delivery_timeout_connect;
+    unsigned delivery_timeout_greeting;
+    unsigned delivery_timeout_mail;
+    unsigned delivery_timeout_rcpt;
+    unsigned delivery_timeout_data_init;
+    unsigned delivery_timeout_data_block;
+    unsigned delivery_timeout_data_done;
     /* [store] */
     uint64_t map_size_max; /* 0 = no limit but the disk */
 };
@@ -140,6 +169,18 @@ int node_config_sender_ok(const struct node_config *cfg, const char *login,
 /* 1 if domain (any case, no trailing dot) is a local domain. */
 int node_config_local_domain(const struct node_config *cfg, const char *domain,
                              size_t len);
+
+/* The STARTTLS level for mail to domain: [delivery] tls_policy's entry
+   for it (exact, case-insensitive, or a parent domain given as
+   ".example.com"), else [delivery] tls. */
+enum node_delivery_tls node_config_tls_for(const struct node_config *cfg,
+                                           const char *domain);
+
+/* [delivery] smarthost split: host (brackets removed), port (default 25),
+   mx: 1 if the MX of host is to be looked up (no brackets). 0, or
+   RM_E_NOTFOUND when no smarthost is set. */
+int node_config_smarthost(const struct node_config *cfg, char *host,
+                          size_t hostsz, unsigned *port, int *mx);
 
 /* Write every key with its value, as INI, to fd (for `serve --check -v`
    and the sample config). */
