@@ -176,6 +176,7 @@ store__env_open(struct store *st)
         {"mbox", offsetof(struct store__dbs, mbox)},
         {"mail", offsetof(struct store__dbs, mail)},
         {"users", offsetof(struct store__dbs, users)},
+        {"hist", offsetof(struct store__dbs, hist)},
     };
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;

@@ -87,6 +87,9 @@ enum store_body {
 #define STORE_NOTIFY_SUCCESS 0x02
 #define STORE_NOTIFY_FAILURE 0x04
 #define STORE_NOTIFY_DELAY 0x08
+/* Not a DSN keyword: kept in the same field, set once a delay notice for
+   the entry has been sent, so that it is sent once. */
+#define STORE_NOTIFY_DELAY_SENT 0x100
 
 enum store_route {
     STORE_ROUTE_LOCAL = 0, /* into a mailbox of this node */
@@ -134,6 +137,7 @@ struct store_msg {
 };
 
 typedef void (*store_done_cb)(void *arg, int status);
+typedef int (*store_chunk_cb)(void *arg, const char *data, size_t len);
 
 /*
  * Durably store a message and one queue entry per recipient (state
@@ -208,6 +212,48 @@ int store_queue_defer(struct store *st, const struct store_qkey *key,
                       int64_t next_try, const char *error, store_done_cb cb,
                       void *arg);
 
+/* The outcome of a delivery attempt for one entry. */
+enum store_outcome {
+    STORE_OUT_DELIVERED = 0, /* remove the entry (and its history) */
+    STORE_OUT_BOUNCED = 1,   /* remove the entry; the report says why */
+    STORE_OUT_DEFERRED = 2   /* attempts+1, last_error, next_try; a held
+                                entry records it and stays held */
+};
+
+struct store_qresult {
+    struct store_qkey key;
+    enum store_outcome outcome;
+    int64_t next_try;    /* DEFERRED */
+    const char *error;   /* DEFERRED: the new last_error (NULL: keep) */
+    const char *history; /* DEFERRED: a line for the entry's history */
+    unsigned set_notify; /* DEFERRED: bits to OR into notify (e.g.
+                            STORE_NOTIFY_DELAY_SENT) */
+};
+
+/*
+ * Record the outcomes of delivery attempts in one transaction, together
+ * with report (a delivery status notification to queue, or NULL): the
+ * report is queued if and only if the outcomes are recorded, so a crash
+ * can neither lose a bounce nor send it twice. Entries that no longer
+ * exist (deleted meanwhile) are skipped. Everything is copied but
+ * report, which the caller keeps valid until cb.
+ * cb status: 0, RM_E_FULL, RM_E_STORE, RM_E_EXISTS (report qid reused).
+ */
+int store_queue_results(struct store *st, const struct store_qresult *r,
+                        size_t n, const struct store_msg *report,
+                        store_done_cb cb, void *arg);
+
+/* Try waiting (queued / deferred) entries now: key.rcpt UINT32_MAX = all
+   recipients of key.qid; key NULL = every waiting entry in the queue.
+   cb status: 0, RM_E_NOTFOUND. */
+int store_queue_retry(struct store *st, const struct store_qkey *key,
+                      store_done_cb cb, void *arg);
+
+typedef int (*store_line_cb)(void *arg, const char *line);
+/* The delivery history of one entry, oldest first. */
+int store_queue_history(struct store *st, const struct store_qkey *key,
+                        store_line_cb cb, void *arg);
+
 typedef int (*store_qentry_cb)(void *arg, const struct store_qentry *e);
 
 /* Every queue entry, in queue-id order. */
@@ -220,8 +266,18 @@ int store_queue_get(struct store *st, const char *qid, store_qentry_cb cb,
    only. */
 int store_queue_due(struct store *st, int64_t now, size_t max,
                     store_qentry_cb cb, void *arg);
+/* As store_queue_due (no limit: cb returns non-zero to stop), and
+   *next = the next_try of the first waiting entry that is not due yet
+   (INT64_MAX if none), so that the caller knows when to look again. */
+int store_queue_due_scan(struct store *st, int64_t now, store_qentry_cb cb,
+                         void *arg, int64_t *next);
 /* Earliest next_try among waiting entries; RM_E_NOTFOUND if none. */
 int store_queue_next_due(struct store *st, int64_t *out);
+
+/* The stored message of qid (trace headers included, as it will be
+   delivered), in one or more pieces in order. RM_E_NOTFOUND. */
+int store_msg_read(struct store *st, const char *qid, store_chunk_cb cb,
+                   void *arg);
 
 /* ---- mailboxes ----------------------------------------------------- */
 
@@ -266,7 +322,6 @@ int store_mailbox_list(struct store *st, const char *mailbox, store_mail_cb cb,
 int store_mailbox_list_after(struct store *st, const char *mailbox,
                              uint32_t after, store_mail_cb cb, void *arg);
 
-typedef int (*store_chunk_cb)(void *arg, const char *data, size_t len);
 /*
  * The raw message (prefix headers, then the body) of one UID, handed to
  * cb in one or more pieces in order. RM_E_NOTFOUND if no such UID.

@@ -17,6 +17,9 @@
  *   mbox    mailbox name                 -> mailbox record
  *   mail    mailbox name + NUL + uid be32 -> mail record
  *   users   canonical address            -> user record
+ *   hist    qid(16) + rcpt be32 + seq be32 -> one line of delivery
+ *           history (kept while the entry is queued, at most
+ *           STORE__HIST_MAX lines, oldest dropped first)
  * Records: tag byte, version byte, fixed little-endian fields, strings as
  * u32 LE length + bytes + NUL (so decoded strings point straight into the
  * map, NUL-terminated).
@@ -47,6 +50,8 @@ struct MDB_txn;
 /* Largest encoded record (strings are addresses and header summaries). */
 #define STORE__REC_MAX (1u << 20)
 #define STORE__QKEY_LEN (STORE_QID_LEN + 4)
+#define STORE__HISTKEY_LEN (STORE__QKEY_LEN + 4)
+#define STORE__HIST_MAX 50
 #define STORE__DUEKEY_LEN (8 + STORE__QKEY_LEN)
 #define STORE__MAILKEY_MAX (STORE__NAME_MAX + 1 + 4)
 
@@ -128,7 +133,7 @@ int store__qid_valid(const char *s);
 /* ---- the store handle ----------------------------------------------- */
 
 struct store__dbs {
-    unsigned meta, bodies, msgs, queue, due, mbox, mail, users;
+    unsigned meta, bodies, msgs, queue, due, mbox, mail, users, hist;
 };
 
 struct store__req;
@@ -159,6 +164,11 @@ struct store__req {
             int64_t t;
             const char *error; /* copy, in extra */
         } q;
+        struct {
+            struct store_qresult *r; /* copy, strings in extra */
+            size_t n;
+            const struct store_msg *report; /* caller's, or NULL */
+        } results;
         struct {
             const char *mailbox; /* copy, in extra */
             uint32_t uid;
@@ -243,6 +253,11 @@ int64_t store__now(void);
 int store__schema_write(const char *dir, uint32_t version);
 
 /* store_msg.c: message records and bodies, inside a write txn. */
+/* 1 if m is a message store_msg_accept() takes. */
+int store__msg_valid(const struct store_msg *m);
+/* Write m (record, body, queue entries, due rows). */
+int store__msg_put(struct store *st, struct MDB_txn *txn,
+                   const struct store_msg *m);
 int store__msg_unref(struct store *st, struct MDB_txn *txn, const char *qid,
                      uint32_t n);
 int store__msg_get(struct store *st, struct MDB_txn *txn, const char *qid,

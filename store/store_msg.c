@@ -107,7 +107,12 @@ store__msg_unref(struct store *st, MDB_txn *txn, const char *qid, uint32_t n)
 static int
 store_msg_apply_accept(struct store *st, MDB_txn *txn, struct store__req *rq)
 {
-    const struct store_msg *m = rq->u.accept.m;
+    return store__msg_put(st, txn, rq->u.accept.m);
+}
+
+int
+store__msg_put(struct store *st, MDB_txn *txn, const struct store_msg *m)
+{
     struct store__msgrec mr;
     uint8_t kb[STORE__DUEKEY_LEN];
     MDB_val k, v;
@@ -201,6 +206,19 @@ store_msg_accept(struct store *st, const struct store_msg *m, store_done_cb cb,
         return RM_E_INVAL;
     if (st->closing)
         return RM_E_CLOSED;
+    if (!store__msg_valid(m))
+        return RM_E_INVAL;
+    rq = store__req_new(0);
+    if (rq == NULL)
+        return -ENOMEM;
+    rq->u.accept.m = m;
+    rq->wbytes = m->len;
+    return store__submit(st, rq, store_msg_apply_accept, "msg_accept", cb, arg);
+}
+
+int
+store__msg_valid(const struct store_msg *m)
+{
     if (!store__qid_valid(m->qid) || m->nrcpts == 0 ||
         m->nrcpts >= UINT32_MAX || m->rcpts == NULL ||
         !store_str_ok(m->mail_from, STORE_ADDR_MAX) ||
@@ -208,23 +226,60 @@ store_msg_accept(struct store *st, const struct store_msg *m, store_done_cb cb,
         m->len / STORE__CHUNK >= UINT32_MAX ||
         (unsigned)m->ret > STORE_RET_HDRS ||
         (unsigned)m->body_type > STORE_BODY_BINARYMIME)
-        return RM_E_INVAL;
+        return 0;
     for (size_t i = 0; i < m->nrcpts; i++) {
         const struct store_rcpt *r = &m->rcpts[i];
 
         if (!store_str_ok(r->addr, STORE_ADDR_MAX) || r->addr[0] == '\0')
-            return RM_E_INVAL;
+            return 0;
         if (r->route == STORE_ROUTE_LOCAL &&
             (!store_str_ok(r->mailbox, STORE__NAME_MAX) ||
              r->mailbox[0] == '\0'))
-            return RM_E_INVAL;
+            return 0;
         if (r->route != STORE_ROUTE_LOCAL && r->route != STORE_ROUTE_REMOTE)
-            return RM_E_INVAL;
+            return 0;
     }
-    rq = store__req_new(0);
-    if (rq == NULL)
-        return -ENOMEM;
-    rq->u.accept.m = m;
-    rq->wbytes = m->len;
-    return store__submit(st, rq, store_msg_apply_accept, "msg_accept", cb, arg);
+    return 1;
+}
+
+int
+store_msg_read(struct store *st, const char *qid, store_chunk_cb cb, void *arg)
+{
+    struct store__msgrec m;
+    uint8_t kb[STORE__QKEY_LEN];
+    MDB_txn *txn;
+    MDB_val k = {sizeof(kb), kb}, v;
+    uint64_t got = 0;
+    int rc, cbret = 0;
+
+    if (st == NULL || qid == NULL || !store__qid_valid(qid))
+        return RM_E_INVAL;
+    rc = store__rd_begin(st, &txn);
+    if (rc != 0)
+        return rc;
+    rc = store__msg_get(st, txn, qid, &m);
+    for (uint32_t i = 0; rc == 0 && cbret == 0 && i < m.nchunks; i++) {
+        store__bodykey(kb, qid, i);
+        rc = mdb_get(txn, st->db.bodies, &k, &v);
+        if (rc == 0 && (v.mv_size == 0 || v.mv_size > m.size - got))
+            rc = RM_E_CORRUPT;
+        else if (rc == MDB_NOTFOUND)
+            rc = RM_E_CORRUPT;
+        else if (rc == 0) {
+            got += v.mv_size;
+            cbret = cb(arg, v.mv_data, v.mv_size);
+        }
+        if (rc == RM_E_CORRUPT)
+            log_err("event=store.corrupt db=bodies qid=%s chunk=%u", qid, i);
+    }
+    if (rc == 0 && cbret == 0 && got != m.size) {
+        log_err("event=store.corrupt db=bodies qid=%s reason=short", qid);
+        rc = RM_E_CORRUPT;
+    }
+    store__rd_end(st, txn);
+    if (cbret != 0)
+        return cbret;
+    if (rc == MDB_NOTFOUND)
+        return RM_E_NOTFOUND;
+    return store__err(rc, "msg_read");
 }

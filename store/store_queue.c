@@ -7,6 +7,7 @@
  * due work by reading the front of the due index only.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,7 +86,11 @@ store_due_del(struct store *st, MDB_txn *txn, int64_t t, const char *qid,
     return rc;
 }
 
-/* Remove one entry and its due row; the caller drops the body ref. */
+static int store_hist_del(struct store *st, MDB_txn *txn, const char *qid,
+                          uint32_t rcpt);
+
+/* Remove one entry, its due row and its history; the caller drops the
+   body ref. */
 static int
 store_q_del(struct store *st, MDB_txn *txn, const char *qid, uint32_t rcpt,
             const struct store__qrec *q)
@@ -96,10 +101,138 @@ store_q_del(struct store *st, MDB_txn *txn, const char *qid, uint32_t rcpt,
 
     if (store_q_waiting(q->state))
         rc = store_due_del(st, txn, q->next_try, qid, rcpt);
+    if (rc == 0)
+        rc = store_hist_del(st, txn, qid, rcpt);
     if (rc != 0)
         return rc;
     store__qkey(kb, qid, rcpt);
     return mdb_del(txn, st->db.queue, &k, NULL);
+}
+
+/* ---- delivery history -------------------------------------------- */
+
+static void
+store_histkey(uint8_t out[STORE__HISTKEY_LEN], const char *qid, uint32_t rcpt,
+              uint32_t seq)
+{
+    store__qkey(out, qid, rcpt);
+    out[STORE__QKEY_LEN] = (uint8_t)(seq >> 24);
+    out[STORE__QKEY_LEN + 1] = (uint8_t)(seq >> 16);
+    out[STORE__QKEY_LEN + 2] = (uint8_t)(seq >> 8);
+    out[STORE__QKEY_LEN + 3] = (uint8_t)seq;
+}
+
+/* The history rows of one entry: first and last sequence numbers and how
+   many (n = 0: none). */
+static int
+store_hist_range(struct store *st, MDB_txn *txn, const char *qid, uint32_t rcpt,
+                 uint32_t *first, uint32_t *last, size_t *n)
+{
+    uint8_t kb[STORE__HISTKEY_LEN];
+    MDB_cursor *c;
+    MDB_val k = {sizeof(kb), kb}, v;
+    int rc;
+
+    *n = 0;
+    rc = mdb_cursor_open(txn, st->db.hist, &c);
+    if (rc != 0)
+        return rc;
+    store_histkey(kb, qid, rcpt, 0);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != STORE__HISTKEY_LEN ||
+            memcmp(k.mv_data, kb, STORE__QKEY_LEN) != 0)
+            break;
+        *last = store__be32_get((const uint8_t *)k.mv_data + STORE__QKEY_LEN);
+        if (*n == 0)
+            *first = *last;
+        (*n)++;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int
+store_hist_add(struct store *st, MDB_txn *txn, const char *qid, uint32_t rcpt,
+               const char *line)
+{
+    uint8_t kb[STORE__HISTKEY_LEN];
+    MDB_val k = {sizeof(kb), kb}, v;
+    uint32_t first = 0, last = 0;
+    size_t n;
+    int rc;
+
+    rc = store_hist_range(st, txn, qid, rcpt, &first, &last, &n);
+    if (rc != 0)
+        return rc;
+    if (n >= STORE__HIST_MAX) {
+        store_histkey(kb, qid, rcpt, first);
+        rc = mdb_del(txn, st->db.hist, &k, NULL);
+        if (rc != 0)
+            return rc;
+    }
+    store_histkey(kb, qid, rcpt, n ? last + 1 : 0);
+    v.mv_size = strlen(line) + 1;
+    v.mv_data = (void *)line;
+    return mdb_put(txn, st->db.hist, &k, &v, 0);
+}
+
+static int
+store_hist_del(struct store *st, MDB_txn *txn, const char *qid, uint32_t rcpt)
+{
+    uint8_t kb[STORE__HISTKEY_LEN];
+    MDB_val k = {sizeof(kb), kb};
+    uint32_t first = 0, last = 0;
+    size_t n;
+    int rc;
+
+    rc = store_hist_range(st, txn, qid, rcpt, &first, &last, &n);
+    for (uint32_t seq = first; rc == 0 && n > 0; seq++, n--) {
+        store_histkey(kb, qid, rcpt, seq);
+        rc = mdb_del(txn, st->db.hist, &k, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    return rc;
+}
+
+int
+store_queue_history(struct store *st, const struct store_qkey *key,
+                    store_line_cb cb, void *arg)
+{
+    uint8_t kb[STORE__HISTKEY_LEN];
+    MDB_txn *txn;
+    MDB_cursor *c;
+    MDB_val k = {sizeof(kb), kb}, v;
+    int rc, cbret = 0;
+
+    if (st == NULL || key == NULL || !store__qid_valid(key->qid))
+        return RM_E_INVAL;
+    rc = store__rd_begin(st, &txn);
+    if (rc != 0)
+        return rc;
+    rc = mdb_cursor_open(txn, st->db.hist, &c);
+    if (rc == 0) {
+        store_histkey(kb, key->qid, key->rcpt, 0);
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != STORE__HISTKEY_LEN ||
+                memcmp(k.mv_data, kb, STORE__QKEY_LEN) != 0)
+                break;
+            if (v.mv_size == 0 ||
+                ((const char *)v.mv_data)[v.mv_size - 1] != '\0') {
+                log_err("event=store.corrupt db=hist qid=%s", key->qid);
+                continue;
+            }
+            if ((cbret = cb(arg, v.mv_data)) != 0)
+                break;
+        }
+        mdb_cursor_close(c);
+    }
+    store__rd_end(st, txn);
+    if (cbret != 0)
+        return cbret;
+    return store__err(rc == MDB_NOTFOUND ? 0 : rc, "queue_history");
 }
 
 /* ---- local delivery -------------------------------------------------- */
@@ -433,6 +566,240 @@ store_queue_defer(struct store *st, const struct store_qkey *key,
                           "defer", cb, arg);
 }
 
+/* ---- delivery outcomes ------------------------------------------- */
+
+static int
+store_result_one(struct store *st, MDB_txn *txn, const struct store_qresult *r)
+{
+    struct store__qrec q;
+    int rc;
+
+    rc = store_q_get(st, txn, r->key.qid, r->key.rcpt, &q);
+    if (rc == MDB_NOTFOUND)
+        return 0; /* deleted by the administrator meanwhile */
+    if (rc != 0)
+        return rc;
+    switch (r->outcome) {
+    case STORE_OUT_DELIVERED:
+    case STORE_OUT_BOUNCED:
+        rc = store_q_del(st, txn, r->key.qid, r->key.rcpt, &q);
+        if (rc == 0)
+            rc = store__msg_unref(st, txn, r->key.qid, 1);
+        return rc;
+    case STORE_OUT_DEFERRED:
+        q.attempts++;
+        if (r->error != NULL)
+            q.last_error = r->error;
+        q.notify |= r->set_notify;
+        if (q.state != STORE_Q_HOLD) {
+            if (store_q_waiting(q.state))
+                rc =
+                    store_due_del(st, txn, q.next_try, r->key.qid, r->key.rcpt);
+            if (rc == 0)
+                rc = store_due_put(st, txn, r->next_try, r->key.qid,
+                                   r->key.rcpt);
+            q.state = STORE_Q_DEFERRED;
+        }
+        q.next_try = r->next_try;
+        if (rc == 0)
+            rc = store_q_put(st, txn, r->key.qid, r->key.rcpt, &q);
+        if (rc == 0 && r->history != NULL)
+            rc = store_hist_add(st, txn, r->key.qid, r->key.rcpt, r->history);
+        return rc;
+    }
+    return RM_E_INVAL;
+}
+
+static int
+store_q_apply_results(struct store *st, MDB_txn *txn, struct store__req *rq)
+{
+    int rc = 0;
+
+    /* The report first: store_result_one may drop the last reference to
+       a body, and the report never shares one. */
+    if (rq->u.results.report != NULL)
+        rc = store__msg_put(st, txn, rq->u.results.report);
+    for (size_t i = 0; i < rq->u.results.n && rc == 0; i++)
+        rc = store_result_one(st, txn, &rq->u.results.r[i]);
+    return rc;
+}
+
+static size_t
+store_str_size(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+static const char *
+store_str_copy(char **p, const char *s)
+{
+    char *d = *p;
+    size_t n;
+
+    if (s == NULL)
+        return NULL;
+    n = strlen(s) + 1;
+    memcpy(d, s, n);
+    *p += n;
+    return d;
+}
+
+int
+store_queue_results(struct store *st, const struct store_qresult *r, size_t n,
+                    const struct store_msg *report, store_done_cb cb, void *arg)
+{
+    struct store__req *rq;
+    struct store_qresult *copy;
+    size_t extra;
+    char *p;
+
+    if (st == NULL || (r == NULL && n > 0) || n > (1u << 20) ||
+        (report != NULL && !store__msg_valid(report)))
+        return RM_E_INVAL;
+    if (st->closing)
+        return RM_E_CLOSED;
+    extra = n * sizeof(*r);
+    for (size_t i = 0; i < n; i++) {
+        if (!store__qid_valid(r[i].key.qid) ||
+            (unsigned)r[i].outcome > STORE_OUT_DEFERRED ||
+            store_str_size(r[i].error) > STORE__REC_MAX / 4 ||
+            store_str_size(r[i].history) > STORE__REC_MAX / 4)
+            return RM_E_INVAL;
+        extra += store_str_size(r[i].error) + store_str_size(r[i].history);
+    }
+    rq = store__req_new(extra);
+    if (rq == NULL)
+        return -ENOMEM;
+    copy = (struct store_qresult *)(void *)rq->extra;
+    p = rq->extra + n * sizeof(*r);
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = r[i];
+        copy[i].error = store_str_copy(&p, r[i].error);
+        copy[i].history = store_str_copy(&p, r[i].history);
+    }
+    rq->u.results.r = copy;
+    rq->u.results.n = n;
+    rq->u.results.report = report;
+    rq->wbytes = report ? report->len : 0;
+    return store__submit(st, rq, store_q_apply_results, "queue_results", cb,
+                         arg);
+}
+
+/* Move waiting entries' next try to now (`queue retry`). */
+static int
+store_retry_one(struct store *st, MDB_txn *txn, const char *qid, uint32_t rcpt,
+                int64_t now, size_t *moved)
+{
+    struct store__qrec q;
+    int rc;
+
+    rc = store_q_get(st, txn, qid, rcpt, &q);
+    if (rc != 0)
+        return rc;
+    if (!store_q_waiting(q.state) || q.next_try <= now)
+        return 0;
+    rc = store_due_del(st, txn, q.next_try, qid, rcpt);
+    if (rc == 0)
+        rc = store_due_put(st, txn, now, qid, rcpt);
+    q.next_try = now;
+    if (rc == 0)
+        rc = store_q_put(st, txn, qid, rcpt, &q);
+    if (rc == 0)
+        (*moved)++;
+    return rc;
+}
+
+static int
+store_q_apply_retry(struct store *st, MDB_txn *txn, struct store__req *rq)
+{
+    int64_t now = rq->u.q.t;
+    size_t moved = 0;
+    int rc;
+
+    if (rq->u.q.key.qid[0] != '\0') {
+        uint32_t *rcpts;
+        size_t n;
+        rc = store_q_match(st, txn, &rq->u.q.key, &rcpts, &n);
+        if (rc != 0)
+            return rc;
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = store_retry_one(st, txn, rq->u.q.key.qid, rcpts[i], now,
+                                 &moved);
+        free(rcpts);
+    } else {
+        /* Every waiting entry that is not due yet: the due rows after
+           now, collected first (the moves change the index). */
+        MDB_cursor *c;
+        MDB_val k, v;
+        uint8_t kb[STORE__DUEKEY_LEN], *keys = NULL, *nk;
+        size_t n = 0, cap = 0;
+
+        rc = mdb_cursor_open(txn, st->db.due, &c);
+        if (rc != 0)
+            return rc;
+        store__duekey(kb, now + 1, "0000000000000000", 0);
+        k.mv_size = sizeof(kb);
+        k.mv_data = kb;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != STORE__DUEKEY_LEN)
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                nk = realloc(keys, cap * STORE__QKEY_LEN);
+                if (nk == NULL) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                keys = nk;
+            }
+            memcpy(keys + n * STORE__QKEY_LEN, (uint8_t *)k.mv_data + 8,
+                   STORE__QKEY_LEN);
+            n++;
+        }
+        mdb_cursor_close(c);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            char qid[STORE_QID_LEN + 1];
+            memcpy(qid, keys + i * STORE__QKEY_LEN, STORE_QID_LEN);
+            qid[STORE_QID_LEN] = '\0';
+            rc = store_retry_one(
+                st, txn, qid,
+                store__be32_get(keys + i * STORE__QKEY_LEN + STORE_QID_LEN),
+                now, &moved);
+            if (rc == MDB_NOTFOUND)
+                rc = 0;
+        }
+        free(keys);
+    }
+    if (rc == 0)
+        log_info("event=store.queue_retry qid=%s moved=%zu",
+                 rq->u.q.key.qid[0] ? rq->u.q.key.qid : "all", moved);
+    return rc;
+}
+
+int
+store_queue_retry(struct store *st, const struct store_qkey *key,
+                  store_done_cb cb, void *arg)
+{
+    struct store__req *rq;
+
+    if (st == NULL || (key != NULL && !store__qid_valid(key->qid)))
+        return RM_E_INVAL;
+    if (st->closing)
+        return RM_E_CLOSED;
+    rq = store__req_new(1);
+    if (rq == NULL)
+        return -ENOMEM;
+    if (key != NULL)
+        rq->u.q.key = *key;
+    else
+        memset(&rq->u.q.key, 0, sizeof(rq->u.q.key));
+    rq->u.q.t = store__now();
+    return store__submit(st, rq, store_q_apply_retry, "retry", cb, arg);
+}
+
 /* ---- reads ----------------------------------------------------------- */
 
 /* Build the public view of one entry; m is the message it belongs to. */
@@ -566,9 +933,27 @@ store_queue_get(struct store *st, const char *qid, store_qentry_cb cb,
     return store_queue_scan(st, qid, cb, arg);
 }
 
+static int store_queue_due_int(struct store *st, int64_t now, size_t max,
+                               store_qentry_cb cb, void *arg, int64_t *next);
+
 int
 store_queue_due(struct store *st, int64_t now, size_t max, store_qentry_cb cb,
                 void *arg)
+{
+    return store_queue_due_int(st, now, max, cb, arg, NULL);
+}
+
+int
+store_queue_due_scan(struct store *st, int64_t now, store_qentry_cb cb,
+                     void *arg, int64_t *next)
+{
+    *next = INT64_MAX;
+    return store_queue_due_int(st, now, 0, cb, arg, next);
+}
+
+static int
+store_queue_due_int(struct store *st, int64_t now, size_t max,
+                    store_qentry_cb cb, void *arg, int64_t *next)
 {
     char mqid[STORE_QID_LEN] = {0};
     struct store__msgrec m;
@@ -595,8 +980,11 @@ store_queue_due(struct store *st, int64_t now, size_t max, store_qentry_cb cb,
             rc = RM_E_CORRUPT;
             break;
         }
-        if (store__duekey_time(k.mv_data) > now)
+        if (store__duekey_time(k.mv_data) > now) {
+            if (next != NULL)
+                *next = store__duekey_time(k.mv_data);
             break;
+        }
         qk.mv_size = STORE__QKEY_LEN;
         qk.mv_data = (uint8_t *)k.mv_data + 8;
         rc = mdb_get(txn, st->db.queue, &qk, &qv);

@@ -818,6 +818,149 @@ ucol_cb(void *arg, const struct store_user *u)
     return 0;
 }
 
+/* ---- delivery outcomes ------------------------------------------------ */
+
+struct hcol {
+    int n;
+    char line[8][128];
+};
+
+static int
+hcol_cb(void *arg, const char *line)
+{
+    struct hcol *h = arg;
+
+    if (h->n < 8)
+        snprintf(h->line[h->n], 128, "%s", line);
+    h->n++;
+    return 0;
+}
+
+static void
+test_queue_results(void **state)
+{
+    struct fx f;
+    struct tmsg t, rep;
+    struct qcol c;
+    struct hcol h;
+    struct rd r;
+    struct store_qresult res[2];
+    struct store_qkey k;
+    struct store_stats ss;
+    int64_t now = time(NULL), next;
+
+    (void)state;
+    fx_init(&f);
+    assert_int_equal(fx_open(&f, NULL), 0);
+    tmsg_init(&f, &t, 70000, now - 5);
+    t.r[0].route = STORE_ROUTE_REMOTE;
+    t.r[0].mailbox = NULL;
+    assert_int_equal(SYNC(&f, store_msg_accept(f.st, &t.m, DONE)), 0);
+
+    /* The message reads back whole, in chunks. */
+    memset(&r, 0, sizeof(r));
+    buf_init(&r.b, 1 << 20);
+    assert_int_equal(store_msg_read(f.st, t.m.qid, rd_cb, &r), 0);
+    assert_int_equal(r.b.len, 70000);
+    assert_memory_equal(r.b.data, t.body, 70000);
+    assert_true(r.calls >= 3);
+    buf_cleanup(&r.b);
+
+    /* Due scan: all three due, and nothing after them. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_queue_due_scan(f.st, now, qcol_cb, &c, &next), 0);
+    assert_int_equal(c.n, 3);
+    assert_true(next == INT64_MAX);
+
+    /* rcpt 0 deferred twice (history kept), rcpt 2 delivered. */
+    memset(res, 0, sizeof(res));
+    memcpy(res[0].key.qid, t.m.qid, sizeof(res[0].key.qid));
+    res[0].key.rcpt = 0;
+    res[0].outcome = STORE_OUT_DEFERRED;
+    res[0].next_try = now + 300;
+    res[0].error = "451 4.3.0 try later";
+    res[0].history = "first attempt";
+    res[1] = res[0];
+    res[1].key.rcpt = 2;
+    res[1].outcome = STORE_OUT_DELIVERED;
+    assert_int_equal(SYNC(&f, store_queue_results(f.st, res, 2, NULL, DONE)),
+                     0);
+    res[0].history = "second attempt";
+    res[0].next_try = now + 600;
+    res[0].set_notify = STORE_NOTIFY_DELAY_SENT;
+    assert_int_equal(SYNC(&f, store_queue_results(f.st, res, 1, NULL, DONE)),
+                     0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_queue_get(f.st, t.m.qid, qcol_cb, &c), 0);
+    assert_int_equal(c.n, 2); /* rcpt 2 is gone */
+    assert_int_equal(c.e[0].state, STORE_Q_DEFERRED);
+    assert_int_equal(c.e[0].attempts, 2);
+    assert_int_equal(c.e[0].next_try, now + 600);
+    assert_string_equal(c.e[0].last_error, "451 4.3.0 try later");
+    memset(&h, 0, sizeof(h));
+    k = res[0].key;
+    assert_int_equal(store_queue_history(f.st, &k, hcol_cb, &h), 0);
+    assert_int_equal(h.n, 2);
+    assert_string_equal(h.line[0], "first attempt");
+    assert_string_equal(h.line[1], "second attempt");
+
+    /* Not due now; the scan says when. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_queue_due_scan(f.st, now, qcol_cb, &c, &next), 0);
+    assert_int_equal(c.n, 1); /* rcpt 1 (local) is still due */
+    assert_int_equal(next, now + 600);
+
+    /* retry (all): due now, keeps state and attempts. */
+    assert_int_equal(SYNC(&f, store_queue_retry(f.st, NULL, DONE)), 0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_queue_due_scan(f.st, time(NULL), qcol_cb, &c, &next),
+                     0);
+    assert_int_equal(c.n, 2);
+    /* retry of one qid that does not exist */
+    memset(&k, 0, sizeof(k));
+    memcpy(k.qid, "00000000000000AA", 17);
+    k.rcpt = UINT32_MAX;
+    assert_int_equal(SYNC(&f, store_queue_retry(f.st, &k, DONE)),
+                     RM_E_NOTFOUND);
+
+    /* Bounce rcpt 0 with a report in the same transaction; then the
+       local one goes to its mailbox and the body is released. */
+    tmsg_init(&f, &rep, 500, now);
+    rep.m.mail_from = "";
+    rep.m.nrcpts = 1;
+    rep.r[0] = (struct store_rcpt){"sender@origin.test", "sender@origin.test",
+                                   NULL, STORE_NOTIFY_NEVER, STORE_ROUTE_LOCAL};
+    res[0].outcome = STORE_OUT_BOUNCED;
+    assert_int_equal(SYNC(&f, store_queue_results(f.st, res, 1, &rep.m, DONE)),
+                     0);
+    memset(&h, 0, sizeof(h));
+    k = res[0].key;
+    assert_int_equal(store_queue_history(f.st, &k, hcol_cb, &h), 0);
+    assert_int_equal(h.n, 0); /* history goes with the entry */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_queue_get(f.st, rep.m.qid, qcol_cb, &c), 0);
+    assert_int_equal(c.n, 1);
+    k.rcpt = 1;
+    assert_int_equal(SYNC(&f, store_queue_deliver_local(f.st, &k, 1, DONE)), 0);
+    assert_int_equal(store_stats(f.st, &ss), 0);
+    assert_int_equal(ss.queue_entries, 1); /* the report */
+    /* Results for entries that are gone are skipped, not errors. */
+    assert_int_equal(SYNC(&f, store_queue_results(f.st, res, 1, NULL, DONE)),
+                     0);
+    /* A report that reuses a qid fails the whole transaction. */
+    res[0].key.rcpt = 0;
+    memcpy(res[0].key.qid, rep.m.qid, sizeof(res[0].key.qid));
+    assert_int_equal(SYNC(&f, store_queue_results(f.st, res, 1, &rep.m, DONE)),
+                     RM_E_EXISTS);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_queue_get(f.st, rep.m.qid, qcol_cb, &c), 0);
+    assert_int_equal(c.n, 1);
+    tmsg_free(&rep);
+    tmsg_free(&t);
+    fx_close_store(&f);
+    fx_done(&f);
+}
+
 static void
 test_users(void **state)
 {
@@ -1263,6 +1406,7 @@ main(void)
         cmocka_unit_test(test_qid),
         cmocka_unit_test(test_accept_deliver),
         cmocka_unit_test(test_queue_admin),
+        cmocka_unit_test(test_queue_results),
         cmocka_unit_test(test_users),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_close_pending),
