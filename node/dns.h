@@ -32,6 +32,9 @@ struct dns;
 #define DNS_HOSTS_MAX 16 /* MX hosts kept, best first */
 #define DNS_ADDRS_MAX 8  /* addresses kept per host */
 #define DNS_NAME_MAX 256
+/* A lookup still unanswered after this long (every sub-query included)
+   is cancelled and ends DNS_TEMPFAIL. */
+#define DNS_TIMEOUT_MS 30000
 
 enum dns_status {
     DNS_OK = 0,       /* hosts[] holds at least one host with an address */
@@ -47,7 +50,8 @@ struct dns_addr {
 };
 
 struct dns_host {
-    char name[DNS_NAME_MAX]; /* MX target, no trailing dot */
+    char name[DNS_NAME_MAX]; /* MX target (lower case, no final dot) or
+                                the address literal as given */
     unsigned pref;
     size_t naddrs;
     struct dns_addr addrs[DNS_ADDRS_MAX];
@@ -63,6 +67,9 @@ struct dns_result {
     struct dns_host hosts[DNS_HOSTS_MAX];
 };
 
+/* "ok", "nullmx", "nxdomain", "nohost", "tempfail"; static storage. */
+const char *dns_status_str(enum dns_status s);
+
 /* Called exactly once per lookup, on the loop thread, never from inside
    dns_mx() / dns_host() themselves. r is valid only during the call. */
 typedef void (*dns_cb)(void *arg, const struct dns_result *r);
@@ -71,19 +78,35 @@ typedef void (*dns_cb)(void *arg, const struct dns_result *r);
  * A resolver on loop. server NULL or "": the system's resolvers
  * (/etc/resolv.conf) and /etc/hosts; else forward every query to
  * "ADDR" or "ADDR@PORT" (e.g. "127.0.0.1@5353", as the config key
- * [dns] server). 0, or RM_E_CONFIG with the reason in err.
+ * [dns] server). 0, or RM_E_CONFIG (-ENOMEM) with the reason in err.
+ * No DNSSEC validation (no trust anchor is configured). With a server,
+ * the special-use name "test." (RFC 6761) goes to it too, instead of
+ * the NXDOMAIN libunbound gives by default: test setups use it.
  */
 int dns_new(uv_loop_t *loop, const char *server, struct dns **out, char *err,
             size_t errsz);
 
 /* Where mail for domain goes (MX, implicit MX, null MX). domain may be an
    address literal "[192.0.2.1]" / "[IPv6:2001:db8::1]": one host, no
-   lookup. 0 or -ENOMEM / RM_E_INVAL (cb not called then). */
+   lookup. 0 or -ENOMEM / RM_E_INVAL / RM_E_AGAIN (cb not called then).
+   domain must be letter-digit-hyphen labels (underscore allowed; an IDN
+   as A-labels), at most 253 octets, an optional final dot: anything else
+   is RM_E_INVAL. MX hosts that have no address are left out of hosts[];
+   with none left the status is DNS_TEMPFAIL if an address query failed
+   temporarily, else DNS_NOHOST. */
 int dns_mx(struct dns *d, const char *domain, dns_cb cb, void *arg);
 
 /* The addresses of one host name, no MX lookup (a smarthost): one host
-   in the result. An IP address given as name needs no lookup. */
+   in the result. An IP address given as name ("192.0.2.1", "2001:db8::1"
+   or an address literal as for dns_mx) needs no lookup. Status DNS_OK,
+   DNS_NOHOST (no address, or no such name) or DNS_TEMPFAIL. 0 or -ENOMEM
+   / RM_E_INVAL / RM_E_AGAIN (cb not called then). */
 int dns_host(struct dns *d, const char *name, dns_cb cb, void *arg);
+
+/* The deadline of the lookups started from now on, in ms (0: back to
+   DNS_TIMEOUT_MS). libunbound alone takes about 17 s to give up on a
+   forwarder that refuses every query. */
+void dns_set_timeout(struct dns *d, unsigned ms);
 
 /* Cancel every lookup still running (their callbacks are not called),
    close the poll handle and free d once it has closed. */
