@@ -35,9 +35,13 @@ struct ctl_cli {
     const char *socket; /* path to connect to */
     char sockbuf[4096];
     int json;
-    const char *state;    /* queue list --state */
-    const char *route;    /* queue list --route */
-    const char *words[8]; /* subcommand words and arguments */
+    const char *state;      /* queue list --state */
+    const char *route;      /* queue list --route */
+    const char *domain;     /* queue list --domain */
+    const char *older_than; /* queue list --older-than, as given */
+    uint64_t older_secs;    /* ... in seconds */
+    int all;                /* queue retry --all */
+    const char *words[8];   /* subcommand words and arguments */
     size_t nwords;
     int fd;
 };
@@ -370,6 +374,7 @@ struct ctl_table {
     size_t ncols;
     char **cells;
     size_t *widths; /* per cell */
+    char **notes;   /* per row: lines printed under it, or NULL */
     size_t nrows, cap;
 };
 
@@ -388,6 +393,7 @@ ctl_table_add(struct ctl_table *t, const char *const *texts)
     if (t->nrows == t->cap) {
         size_t nc = t->cap ? t->cap * 2 : 16;
         char **c = realloc(t->cells, nc * t->ncols * sizeof(*c));
+        char **n;
         size_t *w;
         if (c == NULL)
             return -ENOMEM;
@@ -396,8 +402,13 @@ ctl_table_add(struct ctl_table *t, const char *const *texts)
         if (w == NULL)
             return -ENOMEM;
         t->widths = w;
+        n = realloc(t->notes, nc * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        t->notes = n;
         t->cap = nc;
     }
+    t->notes[t->nrows] = NULL;
     for (size_t i = 0; i < t->ncols; i++) {
         size_t k = t->nrows * t->ncols + i;
         /* An empty field shows as "-" so columns stay readable. */
@@ -405,6 +416,33 @@ ctl_table_add(struct ctl_table *t, const char *const *texts)
         t->cells[k] = ctl_cell(x, strlen(x), t->cols[i].max, &t->widths[k]);
     }
     t->nrows++;
+    return 0;
+}
+
+/* A line of text (sanitized here, not cut) to print under the last row,
+   after indent. */
+static int
+ctl_table_note(struct ctl_table *t, const char *indent, const char *s,
+               size_t len)
+{
+    struct buf b;
+    size_t cols, n;
+    char **note, *line;
+
+    if (t->nrows == 0)
+        return -EINVAL;
+    note = &t->notes[t->nrows - 1];
+    line = ctl_cell(s, len, 0, &cols);
+    buf_init(&b, (size_t)1 << 24);
+    if ((*note != NULL && buf_append(&b, *note, strlen(*note)) != 0) ||
+        buf_appendf(&b, "%s%s\n", indent, line) != 0) {
+        free(line);
+        buf_cleanup(&b);
+        return -ENOMEM;
+    }
+    free(line);
+    free(*note);
+    *note = buf_take(&b, &n);
     return 0;
 }
 
@@ -441,6 +479,8 @@ ctl_table_print(const struct ctl_table *t, FILE *f)
         if (line.len > 0)
             fwrite(line.data, 1, line.len, f);
         fputc('\n', f);
+        if (r > 0 && t->notes[r - 1] != NULL)
+            fputs(t->notes[r - 1], f);
     }
     buf_cleanup(&line);
 }
@@ -450,8 +490,11 @@ ctl_table_cleanup(struct ctl_table *t)
 {
     for (size_t k = 0; k < t->nrows * t->ncols; k++)
         free(t->cells[k]);
+    for (size_t r = 0; r < t->nrows; r++)
+        free(t->notes[r]);
     free(t->cells);
     free(t->widths);
+    free(t->notes);
     memset(t, 0, sizeof(*t));
 }
 
@@ -637,6 +680,18 @@ ctl_do_status(struct ctl_cli *cli)
                ctl_u64(d, "auth_ok"),
                ctl_plural(ctl_u64(d, "auth_ok"), "login", "logins"),
                ctl_u64(d, "auth_failed"), ctl_u64(d, "ratelimited"));
+    }
+    st = ctl_obj_get(d, "delivery");
+    if (ctl_obj_type(st) == CTL_T_MAP) {
+        printf("delivery    %" PRIu64 " delivered, %" PRIu64
+               " deferred attempts, %" PRIu64 " bounced, %" PRIu64
+               " %s sent; %" PRIu64 " in progress over %" PRIu64 " %s\n",
+               ctl_u64(st, "delivered"), ctl_u64(st, "deferred"),
+               ctl_u64(st, "bounced"), ctl_u64(st, "reports"),
+               ctl_plural(ctl_u64(st, "reports"), "report", "reports"),
+               ctl_u64(st, "active"), ctl_u64(st, "connections_now"),
+               ctl_plural(ctl_u64(st, "connections_now"), "connection",
+                          "connections"));
     }
     if (ctl_u64(d, "store_full") > 0)
         printf("store full  %" PRIu64 " times answered 452 4.3.1; free disk "
@@ -1053,20 +1108,55 @@ ctl_do_mailbox_cat(struct ctl_cli *cli, const char *addr, const char *uids)
     return 0;
 }
 
+/* One line of text: runs of blanks, CR and LF become one space (an SMTP
+   error may be a multi-line reply). */
+static void
+ctl_oneline(char *s)
+{
+    char *w = s;
+    int blank = 1; /* drops leading blanks */
+
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+            if (!blank)
+                *w++ = ' ';
+            blank = 1;
+        } else {
+            *w++ = *p;
+            blank = 0;
+        }
+    }
+    while (w > s && w[-1] == ' ')
+        w--;
+    *w = '\0';
+}
+
+/* Append "what val" to the filter text in out, unless val is NULL. */
+static void
+ctl_filter_text(char *out, size_t outsz, const char *what, const char *val)
+{
+    size_t n = strlen(out);
+
+    if (val != NULL && n + 1 < outsz)
+        snprintf(out + n, outsz - n, "%s%s %s", n ? ", " : "", what, val);
+}
+
 static int
 ctl_do_queue_list(struct ctl_cli *cli)
 {
     static const struct ctl_col cols[] = {
-        {"ID", 0, 0},         {"N", 0, 1},       {"STATE", 0, 0},
-        {"ROUTE", 0, 0},      {"TRIES", 0, 1},   {"NEXT TRY", 0, 0},
-        {"SIZE", 0, 1},       {"SENDER", 28, 0}, {"RECIPIENT", 28, 0},
-        {"LAST ERROR", 40, 0}};
+        {"ID", 0, 0},         {"N", 0, 1},          {"STATE", 0, 0},
+        {"AGE", 0, 1},        {"ROUTE", 0, 0},      {"TRIES", 0, 1},
+        {"NEXT TRY", 0, 0},   {"SIZE", 0, 1},       {"SENDER", 28, 0},
+        {"RECIPIENT", 28, 0}, {"LAST ERROR", 40, 0}};
     struct ctl_answer a;
     struct ctl_table t;
     struct ctl_enc e;
     const struct ctl_obj *d;
-    size_t n, nargs = (cli->state != NULL) + (cli->route != NULL);
+    size_t n, nargs = (cli->state != NULL) + (cli->route != NULL) +
+                      (cli->domain != NULL) + (cli->older_than != NULL);
     size_t nstate[5] = {0};
+    int64_t now = (int64_t)time(NULL);
     int r;
 
     ctl_enc_init(&e, 1);
@@ -1075,6 +1165,10 @@ ctl_do_queue_list(struct ctl_cli *cli)
         ctl_enc_kstr(&e, "state", cli->state);
     if (cli->route != NULL)
         ctl_enc_kstr(&e, "route", cli->route);
+    if (cli->domain != NULL)
+        ctl_enc_kstr(&e, "domain", cli->domain);
+    if (cli->older_than != NULL)
+        ctl_enc_ku64(&e, "older_than", cli->older_secs);
     r = ctl_request(cli, &e, &a, NULL);
     ctl_enc_cleanup(&e);
     if (r != 0)
@@ -1087,28 +1181,33 @@ ctl_do_queue_list(struct ctl_cli *cli)
     }
     n = ctl_obj_len(d);
     if (n == 0) {
-        if (nargs > 0)
-            printf("queue is empty (for %s%s%s%s%s)\n",
-                   cli->state ? "state " : "", cli->state ? cli->state : "",
-                   nargs > 1 ? ", " : "", cli->route ? "route " : "",
-                   cli->route ? cli->route : "");
+        char f[1200] = "";
+        ctl_filter_text(f, sizeof(f), "state", cli->state);
+        ctl_filter_text(f, sizeof(f), "route", cli->route);
+        ctl_filter_text(f, sizeof(f), "destination", cli->domain);
+        ctl_filter_text(f, sizeof(f), "older than", cli->older_than);
+        if (f[0] != '\0')
+            printf("queue is empty (for %s)\n", f);
         else
             printf("queue is empty\n");
         ctl_answer_free(&a);
         return 0;
     }
-    ctl_table_init(&t, cols, 10);
+    ctl_table_init(&t, cols, 11);
     for (size_t i = 0; i < n; i++) {
         static const char *const states[] = {"queued", "hold", "deferred",
                                              "delivered", "bounced"};
         const struct ctl_obj *q = ctl_obj_at(d, i);
-        char id[32], rc[16], state[16], route[16], tries[16], next[40];
-        char size[32], from[600], to[600], err[600];
-        const char *row[10] = {id,   rc,   state, route, tries,
-                               next, size, from,  to,    err};
+        char id[32], rc[16], state[16], age[32], route[16], tries[16];
+        char next[40], size[32], from[600], to[600], err[600];
+        const char *row[11] = {id,   rc,   state, age, route, tries,
+                               next, size, from,  to,  err};
+        int64_t arrival = ctl_i64(q, "arrival");
         ctl_field(q, "id", id, sizeof(id));
         snprintf(rc, sizeof(rc), "%" PRIu64, ctl_u64(q, "rcpt"));
         ctl_field(q, "state", state, sizeof(state));
+        ctl_duration(arrival > 0 && now > arrival ? now - arrival : 0, age,
+                     sizeof(age));
         ctl_field(q, "route", route, sizeof(route));
         snprintf(tries, sizeof(tries), "%" PRIu64, ctl_u64(q, "attempts"));
         if (strcmp(state, "hold") == 0)
@@ -1121,9 +1220,14 @@ ctl_do_queue_list(struct ctl_cli *cli)
         strcat(from, ">");
         ctl_field(q, "recipient", to, sizeof(to));
         ctl_field(q, "last_error", err, sizeof(err));
+        ctl_oneline(err);
         for (size_t s = 0; s < 5; s++)
             nstate[s] += strcmp(state, states[s]) == 0;
-        ctl_table_add(&t, row);
+        if (ctl_table_add(&t, row) != 0) {
+            ctl_table_cleanup(&t);
+            ctl_answer_free(&a);
+            return ctl_err("out of memory listing the queue");
+        }
     }
     ctl_table_print(&t, stdout);
     printf("queue: %zu %s (%zu queued, %zu deferred, %zu held)\n", n,
@@ -1143,7 +1247,7 @@ ctl_do_queue_show(struct ctl_cli *cli, const char *id)
     struct ctl_answer a;
     struct ctl_table t;
     struct ctl_enc e;
-    const struct ctl_obj *d, *rs;
+    const struct ctl_obj *d, *rs, *hist;
     char buf[64];
     char *s;
     int r;
@@ -1168,7 +1272,12 @@ ctl_do_queue_show(struct ctl_cli *cli, const char *id)
     printf("sender      <%s>\n", s);
     free(s);
     ctl_time(ctl_i64(d, "arrival"), buf, sizeof(buf));
-    printf("arrival     %s\n", buf);
+    {
+        int64_t now = (int64_t)time(NULL), arr = ctl_i64(d, "arrival");
+        char age[32];
+        ctl_duration(arr > 0 && now > arr ? now - arr : 0, age, sizeof(age));
+        printf("arrival     %s (%s ago)\n", buf, age);
+    }
     ctl_human_size(ctl_u64(d, "size"), buf, sizeof(buf));
     printf("size        %s (%" PRIu64 " bytes)\n", buf, ctl_u64(d, "size"));
     s = ctl_text(d, "client");
@@ -1194,7 +1303,7 @@ ctl_do_queue_show(struct ctl_cli *cli, const char *id)
     rs = ctl_obj_get(d, "recipients");
     printf("\n");
     ctl_table_init(&t, cols, 7);
-    for (size_t i = 0; i < ctl_obj_len(rs); i++) {
+    for (size_t i = 0; i < ctl_obj_len(rs) && r == 0; i++) {
         const struct ctl_obj *q = ctl_obj_at(rs, i);
         char rc[16], to[600], state[16], route[16], tries[16], next[40];
         char err[600];
@@ -1209,13 +1318,140 @@ ctl_do_queue_show(struct ctl_cli *cli, const char *id)
         else
             ctl_next_try(ctl_i64(q, "next_try"), next, sizeof(next));
         ctl_field(q, "last_error", err, sizeof(err));
-        ctl_table_add(&t, row);
+        ctl_oneline(err);
+        if (ctl_table_add(&t, row) != 0) {
+            r = ctl_err("out of memory showing %s", id);
+            break;
+        }
+        /* The delivery history under its recipient, oldest first. */
+        hist = ctl_obj_get(q, "history");
+        for (size_t k = 0; k < ctl_obj_len(hist) && r == 0; k++) {
+            const char *p;
+            size_t len;
+            if (ctl_obj_bytes(ctl_obj_at(hist, k), &p, &len) == 0 &&
+                ctl_table_note(&t, "      ", p, len) != 0)
+                r = ctl_err("out of memory showing %s", id);
+        }
+    }
+    if (r != 0) {
+        ctl_table_cleanup(&t);
+        ctl_answer_free(&a);
+        return r;
     }
     ctl_table_print(&t, stdout);
     printf("%zu %s\n", ctl_obj_len(rs),
            ctl_plural(ctl_obj_len(rs), "recipient", "recipients"));
     ctl_table_cleanup(&t);
     ctl_answer_free(&a);
+    return 0;
+}
+
+/* `queue retry ID[.N]` or `queue retry --all`: due now (postqueue -i/-f). */
+static int
+ctl_do_queue_retry(struct ctl_cli *cli, const char *id)
+{
+    struct ctl_answer a;
+    struct ctl_enc e;
+    char what[64];
+    uint64_t held, waiting;
+    int r;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, "queue.retry", 1);
+    if (id == NULL)
+        ctl_enc_kbool(&e, "all", 1);
+    else
+        ctl_enc_kstr(&e, "id", id);
+    r = ctl_request(cli, &e, &a, "see `relaymesh queue list`");
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    if (cli->json) {
+        r = ctl_print_json(a.resp.data);
+        ctl_answer_free(&a);
+        return r;
+    }
+    if (id == NULL) {
+        printf("all deferred mail scheduled for delivery now\n");
+        ctl_answer_free(&a);
+        return 0;
+    }
+    ctl_field(a.resp.data, "id", what, sizeof(what));
+    if (what[0] == '\0')
+        snprintf(what, sizeof(what), "%s", id);
+    held = ctl_u64(a.resp.data, "held");
+    waiting = ctl_u64(a.resp.data, "waiting");
+    if (held == 0)
+        printf("%s scheduled for delivery now\n", what);
+    else if (waiting == 0)
+        printf("%s is on hold, not scheduled; `relaymesh queue release %s` "
+               "sends it on\n",
+               what, what);
+    else
+        printf("%s scheduled for delivery now, but for %" PRIu64
+               " %s on hold (`relaymesh queue release %s` sends %s on)\n",
+               what, held, ctl_plural(held, "recipient", "recipients"), what,
+               ctl_plural(held, "it", "them"));
+    ctl_answer_free(&a);
+    return 0;
+}
+
+/*
+ * A duration for --older-than: a number of seconds, or a number with s,
+ * m, h or d (30m, 2h, 1d). 0 or -1.
+ */
+static int
+ctl_parse_duration(const char *s, uint64_t *out)
+{
+    uint64_t v = 0, mul = 1;
+    const char *p = s;
+
+    if (*p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    switch (*p) {
+    case '\0':
+    case 's':
+        break;
+    case 'm':
+        mul = 60;
+        break;
+    case 'h':
+        mul = 3600;
+        break;
+    case 'd':
+        mul = 86400;
+        break;
+    default:
+        return -1;
+    }
+    if (*p != '\0' && p[1] != '\0')
+        return -1;
+    /* 100 years: the node refuses more (ctl_server.c CTL_AGE_MAX). */
+    if (v > 100 * 366 * 86400ULL / mul)
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
+/* --domain: a domain name (an address's part after '@'); "@d" is taken
+   as d. 0 or -1. */
+static int
+ctl_check_domain(const char **d)
+{
+    const char *s = *d;
+    size_t n;
+
+    if (s[0] == '@')
+        s++;
+    n = strlen(s);
+    if (n == 0 || n > 253 || strpbrk(s, "@ \t\r\n") != NULL)
+        return -1;
+    *d = s;
     return 0;
 }
 
@@ -1271,6 +1507,10 @@ ctl_run(struct ctl_cli *cli)
         return ctl_usage("mailbox list ADDRESS | mailbox cat ADDRESS UID");
     }
     if (ctl_is(cli, 0, "queue")) {
+        static const char list_usage[] =
+            "queue list [--state queued|hold|deferred] [--route local|remote] "
+            "[--domain DESTINATION] [--older-than DURATION]  (DURATION: "
+            "seconds, or 30m, 2h, 1d)";
         static const struct {
             const char *word, *cmd, *fmt;
         } ops[] = {{"delete", "queue.delete", "%s deleted from the queue"},
@@ -1280,8 +1520,31 @@ ctl_run(struct ctl_cli *cli)
                    {"release", "queue.release", "%s released"}};
         if (ctl_is(cli, 1, "list")) {
             if (n != 2)
-                return ctl_usage("queue list [--state S] [--route R]");
+                return ctl_usage(list_usage);
+            if (cli->older_than != NULL &&
+                ctl_parse_duration(cli->older_than, &cli->older_secs) != 0) {
+                fprintf(stderr,
+                        "relaymesh: --older-than %s is not a duration; "
+                        "give seconds, or a number with s, m, h or d "
+                        "(30m, 2h, 1d)\n",
+                        cli->older_than);
+                return ctl_usage(list_usage);
+            }
+            if (cli->domain != NULL && ctl_check_domain(&cli->domain) != 0) {
+                fprintf(stderr,
+                        "relaymesh: --domain \"%s\" is not a domain like "
+                        "example.com\n",
+                        cli->domain);
+                return ctl_usage(list_usage);
+            }
             return ctl_connect(cli) ? 1 : ctl_do_queue_list(cli);
+        }
+        if (ctl_is(cli, 1, "retry")) {
+            if (cli->all ? n != 2 : n != 3)
+                return ctl_usage("queue retry ID[.N] | queue retry --all");
+            return ctl_connect(cli)
+                       ? 1
+                       : ctl_do_queue_retry(cli, cli->all ? NULL : w[2]);
         }
         if (ctl_is(cli, 1, "show") && n == 3)
             return ctl_connect(cli) ? 1 : ctl_do_queue_show(cli, w[2]);
@@ -1293,7 +1556,10 @@ ctl_run(struct ctl_cli *cli)
                                      "see `relaymesh queue list`");
             }
         }
-        return ctl_usage("queue list | queue show|delete|hold|release ID");
+        return ctl_usage("queue list [--state S] [--route R] [--domain D] "
+                         "[--older-than DURATION] | queue "
+                         "show|retry|delete|hold|release ID | queue retry "
+                         "--all");
     }
     if (n == 0)
         return ctl_usage("COMMAND");
@@ -1323,6 +1589,10 @@ ctl_main(int argc, char **argv)
                 cli.json = 1;
                 continue;
             }
+            if (strcmp(a, "--all") == 0) {
+                cli.all = 1;
+                continue;
+            }
             if (strcmp(a, "-d") == 0 || strcmp(a, "--datadir") == 0)
                 val = &datadir;
             else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
@@ -1331,6 +1601,10 @@ ctl_main(int argc, char **argv)
                 val = &cli.state;
             else if (strcmp(a, "--route") == 0)
                 val = &cli.route;
+            else if (strcmp(a, "--domain") == 0)
+                val = &cli.domain;
+            else if (strcmp(a, "--older-than") == 0)
+                val = &cli.older_than;
             if (val == NULL) {
                 fprintf(stderr,
                         "relaymesh: unknown option %s; run "
@@ -1351,9 +1625,14 @@ ctl_main(int argc, char **argv)
     }
     if (datadir != NULL && config != NULL)
         return ctl_usage("COMMAND  (give -d or -c, not both)");
-    if ((cli.state || cli.route) &&
+    if ((cli.state || cli.route || cli.domain || cli.older_than) &&
         !(ctl_is(&cli, 0, "queue") && ctl_is(&cli, 1, "list")))
-        return ctl_usage("queue list [--state S] [--route R]");
+        return ctl_usage("queue list [--state S] [--route R] [--domain D] "
+                         "[--older-than DURATION]  (these options are for "
+                         "queue list only)");
+    if (cli.all && !(ctl_is(&cli, 0, "queue") && ctl_is(&cli, 1, "retry")))
+        return ctl_usage("queue retry --all  (--all is for queue retry "
+                         "only)");
     if (config != NULL) {
         struct node_config cfg;
         char err[512];

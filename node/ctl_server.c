@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -28,6 +29,7 @@
 #include "node/ctl_codec.h"
 #include "node/auth_cache.h"
 #include "node/node.h"
+#include "node/outbound.h"
 #include "node/smtp_session.h"
 #include "node/tls.h"
 
@@ -35,6 +37,9 @@
 #define CTL_CAT_CHUNK (8u << 20) /* mailbox.cat bytes per response */
 #define CTL_PASSWORD_MAX 1024
 #define CTL_PENDING 1 /* handler: the answer comes later */
+/* queue.list older_than ceiling: 100 years, far past any queue lifetime
+   and far from int64 overflow when subtracted from now. */
+#define CTL_AGE_MAX (100 * 366 * 86400LL)
 
 struct ctl_conn;
 
@@ -56,7 +61,8 @@ enum ctl_op {
     CTL_OP_USER_DEL,
     CTL_OP_QUEUE_DELETE,
     CTL_OP_QUEUE_HOLD,
-    CTL_OP_QUEUE_RELEASE
+    CTL_OP_QUEUE_RELEASE,
+    CTL_OP_QUEUE_RETRY /* op_key.qid "" = every waiting entry */
 };
 
 struct ctl_conn {
@@ -81,6 +87,8 @@ struct ctl_conn {
     int op_rc;
     char op_hash[STORE_PWHASH_MAX];
     struct store_qkey op_key;
+    uint32_t op_held;    /* queue.retry: matching entries on hold */
+    uint32_t op_waiting; /* ... and the others (queued, deferred) */
 };
 
 struct ctl_wreq {
@@ -301,14 +309,16 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     struct node *n = c->srv->n;
     const struct node_config *cfg = n->cfg;
     struct store_stats ss;
+    struct outbound_stats ob;
     int have_stats = 0;
     int64_t now = (int64_t)time(NULL);
 
     memset(&ss, 0, sizeof(ss));
     if (n->store != NULL && store_stats(n->store, &ss) == 0)
         have_stats = 1;
+    node_queue_outbound_stats(n->queue, &ob);
     ctl_enc_ok(e);
-    ctl_enc_map(e, 28);
+    ctl_enc_map(e, 29);
     ctl_enc_kstr(e, "version", RM_VERSION);
     ctl_enc_kstr(e, "hostname", cfg->hostname);
     ctl_enc_ku64(e, "pid", (uint64_t)getpid());
@@ -361,6 +371,15 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     ctl_enc_ku64(e, "auth_ok", n->stats.auth_ok);
     ctl_enc_ku64(e, "auth_failed", n->stats.auth_failed);
     ctl_enc_ku64(e, "ratelimited", n->stats.ratelimited);
+    ctl_enc_str(e, "delivery");
+    ctl_enc_map(e, 7);
+    ctl_enc_ku64(e, "delivered", ob.delivered);
+    ctl_enc_ku64(e, "deferred", ob.deferred);
+    ctl_enc_ku64(e, "bounced", ob.bounced);
+    ctl_enc_ku64(e, "reports", ob.reports);
+    ctl_enc_ku64(e, "connections", ob.connections);
+    ctl_enc_ku64(e, "active", ob.active);
+    ctl_enc_ku64(e, "connections_now", ob.conns_now);
     ctl_enc_kbool(e, "draining", n->draining);
     return 0;
 }
@@ -394,8 +413,10 @@ struct ctl_list {
     size_t n;
     size_t limit; /* mailbox.list page size; 0 = no limit */
     /* filters (queue.list) */
-    int state; /* -1 = any */
-    int route; /* -1 = any */
+    int state;          /* -1 = any */
+    int route;          /* -1 = any */
+    char domain[256];   /* recipient domain, any case; "" = any */
+    int64_t arrived_by; /* arrival <= this; INT64_MAX = any */
 };
 
 static int
@@ -611,6 +632,13 @@ ctl_queue_item(void *arg, const struct store_qentry *q)
         return 0;
     if (l->route >= 0 && (int)q->route != l->route)
         return 0;
+    if (q->arrival > l->arrived_by)
+        return 0;
+    if (l->domain[0] != '\0') {
+        const char *at = strrchr(q->addr, '@');
+        if (at == NULL || strcasecmp(at + 1, l->domain) != 0)
+            return 0;
+    }
     ctl_enc_map(e, 11);
     ctl_enc_kstr(e, "id", q->key.qid);
     ctl_enc_ku64(e, "rcpt", q->key.rcpt);
@@ -627,6 +655,40 @@ ctl_queue_item(void *arg, const struct store_qentry *q)
     return e->err;
 }
 
+/*
+ * queue.list filters beyond state and route: "domain" (the recipient's
+ * domain, compared without regard to case; "destination" to the user) and
+ * "older_than" (seconds since arrival, at least).
+ */
+static int
+ctl_queue_filters(struct ctl_conn *c, const struct ctl_obj *args,
+                  struct ctl_list *l)
+{
+    uint64_t age;
+    int r;
+
+    r = ctl_obj_get_str(args, "domain", l->domain, sizeof(l->domain));
+    if (r == RM_E_TOOBIG)
+        return ctl_fail(c, RM_E_INVAL,
+                        "argument \"domain\" is longer than a domain name");
+    if (r != 0 && r != RM_E_NOTFOUND)
+        return ctl_fail(c, RM_E_INVAL, "argument \"domain\" must be a string");
+    if (r == 0 && (l->domain[0] == '\0' || strpbrk(l->domain, "@ \t") != NULL))
+        return ctl_fail(c, RM_E_INVAL,
+                        "\"%.200s\" is not a domain like example.com",
+                        l->domain);
+    r = ctl_obj_get_u64(args, "older_than", &age);
+    if (r == RM_E_NOTFOUND)
+        return 0;
+    if (r != 0 || age > (uint64_t)CTL_AGE_MAX)
+        return ctl_fail(c, RM_E_INVAL,
+                        "argument \"older_than\" must be seconds (0 to "
+                        "%lld)",
+                        CTL_AGE_MAX);
+    l->arrived_by = (int64_t)time(NULL) - (int64_t)age;
+    return 0;
+}
+
 static int
 ctl_cmd_queue_list(struct ctl_conn *c, const struct ctl_obj *args,
                    struct ctl_enc *e)
@@ -639,6 +701,9 @@ ctl_cmd_queue_list(struct ctl_conn *c, const struct ctl_obj *args,
         return r;
     memset(&l, 0, sizeof(l));
     l.state = l.route = -1;
+    l.arrived_by = INT64_MAX;
+    if ((r = ctl_queue_filters(c, args, &l)) != 0)
+        return r;
     r = ctl_obj_get_str(args, "state", state, sizeof(state));
     if (r == 0) {
         for (int s = STORE_Q_QUEUED; s <= STORE_Q_BOUNCED; s++) {
@@ -676,17 +741,41 @@ ctl_cmd_queue_list(struct ctl_conn *c, const struct ctl_obj *args,
         if (r == RM_E_TOOBIG)
             return ctl_fail(c, r,
                             "the queue is too large to list in one "
-                            "response; filter with --state");
+                            "response; filter with --state, --route, "
+                            "--domain or --older-than");
         return ctl_fail(c, r, "cannot list the queue: %s", rm_strerror(r));
     }
     return ctl_send_list(c, &l, e);
 }
 
-struct ctl_show {
-    struct ctl_enc head;  /* the message's fields */
-    struct ctl_enc rcpts; /* one map per recipient */
-    size_t n;
+/*
+ * queue.show collects the message's fields and one map per recipient
+ * inside store_queue_get(), and adds each recipient's history afterwards:
+ * store reads are not nested (each holds a read transaction), so each
+ * recipient map is kept apart, ending in the key "history" whose value
+ * (an array of lines) is written once the entries have been read.
+ */
+struct ctl_show_rcpt {
+    uint32_t rcpt;
+    struct ctl_enc enc; /* the map, up to and including "history" */
 };
+
+struct ctl_show {
+    struct ctl_enc head; /* the message's fields */
+    struct ctl_show_rcpt *r;
+    size_t n, cap;
+    int err;
+};
+
+static int
+ctl_hist_line(void *arg, const char *line)
+{
+    struct ctl_list *l = arg;
+
+    ctl_enc_str(&l->items, line);
+    l->n++;
+    return l->items.err;
+}
 
 static int
 ctl_show_item(void *arg, const struct store_qentry *q)
@@ -699,9 +788,20 @@ ctl_show_item(void *arg, const struct store_qentry *q)
                   {STORE_NOTIFY_FAILURE, "FAILURE"},
                   {STORE_NOTIFY_DELAY, "DELAY"}};
     struct ctl_show *s = arg;
-    struct ctl_enc *e = &s->rcpts;
+    struct ctl_enc *e;
     size_t nn = 0;
 
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 8;
+        struct ctl_show_rcpt *nr = realloc(s->r, nc * sizeof(*nr));
+        if (nr == NULL)
+            return s->err = -ENOMEM;
+        s->r = nr;
+        s->cap = nc;
+    }
+    s->r[s->n].rcpt = q->key.rcpt;
+    e = &s->r[s->n].enc;
+    ctl_enc_init(e, 0);
     if (s->n == 0) {
         ctl_enc_kstr(&s->head, "id", q->key.qid);
         ctl_enc_kstr(&s->head, "sender", q->mail_from);
@@ -714,7 +814,7 @@ ctl_show_item(void *arg, const struct store_qentry *q)
         ctl_enc_kstr(&s->head, "client", q->client);
         ctl_enc_kstr(&s->head, "subject", q->hdr_subject);
     }
-    ctl_enc_map(e, 10);
+    ctl_enc_map(e, 11);
     ctl_enc_ku64(e, "rcpt", q->key.rcpt);
     ctl_enc_kstr(e, "recipient", q->addr);
     ctl_enc_kstr(e, "mailbox", q->mailbox);
@@ -732,8 +832,41 @@ ctl_show_item(void *arg, const struct store_qentry *q)
         if (q->notify & notify[i].bit)
             ctl_enc_str(e, notify[i].name);
     }
+    ctl_enc_str(e, "history"); /* the value follows in ctl_show_finish() */
     s->n++;
     return e->err ? e->err : s->head.err;
+}
+
+/* The answer: head, then each recipient with its history. */
+static int
+ctl_show_finish(struct ctl_conn *c, struct ctl_show *s, const char *qid,
+                struct ctl_enc *e)
+{
+    struct ctl_list h;
+    int r = 0;
+
+    ctl_enc_ok(e);
+    ctl_enc_map(e, 11);
+    ctl_enc_append(e, &s->head);
+    ctl_enc_str(e, "recipients");
+    ctl_enc_array(e, s->n);
+    for (size_t i = 0; i < s->n && r == 0; i++) {
+        struct store_qkey key;
+        memcpy(key.qid, qid, sizeof(key.qid));
+        key.rcpt = s->r[i].rcpt;
+        memset(&h, 0, sizeof(h));
+        ctl_enc_init(&h.items, 0);
+        r = store_queue_history(c->srv->n->store, &key, ctl_hist_line, &h);
+        if (r == RM_E_NOTFOUND)
+            r = 0; /* delivered meanwhile, or never tried */
+        ctl_enc_append(e, &s->r[i].enc);
+        ctl_enc_splice(e, &h.items, h.n);
+        ctl_enc_cleanup(&h.items);
+    }
+    if (r != 0)
+        return ctl_fail(c, r, "cannot read the history of %s: %s", qid,
+                        rm_strerror(r));
+    return 0;
 }
 
 static int
@@ -742,25 +875,27 @@ ctl_cmd_queue_show(struct ctl_conn *c, const struct ctl_obj *args,
 {
     struct store_qkey key;
     struct ctl_show s;
-    int r;
+    int r, finished = 0;
 
     if ((r = ctl_need_store(c)) != 0 || (r = ctl_arg_qkey(c, args, &key)))
         return r;
     memset(&s, 0, sizeof(s));
     ctl_enc_init(&s.head, 0);
-    ctl_enc_init(&s.rcpts, 0);
     r = store_queue_get(c->srv->n->store, key.qid, ctl_show_item, &s);
+    if (r == 0 && s.err != 0)
+        r = s.err;
     if (r == 0 && s.n == 0)
         r = RM_E_NOTFOUND;
     if (r == 0) {
-        ctl_enc_ok(e);
-        ctl_enc_map(e, 11);
-        ctl_enc_append(e, &s.head);
-        ctl_enc_str(e, "recipients");
-        ctl_enc_splice(e, &s.rcpts, s.n);
+        finished = 1;
+        r = ctl_show_finish(c, &s, key.qid, e);
     }
     ctl_enc_cleanup(&s.head);
-    ctl_enc_cleanup(&s.rcpts);
+    for (size_t i = 0; i < s.n; i++)
+        ctl_enc_cleanup(&s.r[i].enc);
+    free(s.r);
+    if (finished)
+        return r; /* 0, or ctl_fail() has said why */
     if (r == RM_E_NOTFOUND)
         return ctl_fail(c, r, "no message %s in the queue", key.qid);
     if (r != 0)
@@ -780,7 +915,10 @@ ctl_op_done(struct ctl_conn *c, int status)
     const char *what = "";
     char id[STORE_QID_LEN + 16];
 
-    ctl_qkey_text(&c->op_key, id, sizeof(id));
+    if (c->op == CTL_OP_QUEUE_RETRY && c->op_key.qid[0] == '\0')
+        snprintf(id, sizeof(id), "all");
+    else
+        ctl_qkey_text(&c->op_key, id, sizeof(id));
     switch (c->op) {
     case CTL_OP_USER_ADD:
         what = "user.add";
@@ -813,6 +951,11 @@ ctl_op_done(struct ctl_conn *c, int status)
         if (status == 0 && n->queue != NULL && !c->srv->closing)
             node_queue_kick(n->queue);
         break;
+    case CTL_OP_QUEUE_RETRY:
+        what = "queue.retry";
+        if (status == 0 && n->queue != NULL && !c->srv->closing)
+            node_queue_kick(n->queue);
+        break;
     case CTL_OP_NONE:
         break;
     }
@@ -834,7 +977,18 @@ ctl_op_done(struct ctl_conn *c, int status)
                  c->id, c->op >= CTL_OP_QUEUE_DELETE ? id : c->op_addr, status);
 
     ctl_enc_init(&e, 1);
-    if (status == 0) {
+    if (status == 0 && c->op == CTL_OP_QUEUE_RETRY &&
+        c->op_key.qid[0] == '\0') {
+        ctl_enc_ok(&e);
+        ctl_enc_map(&e, 1);
+        ctl_enc_kbool(&e, "all", 1);
+    } else if (status == 0 && c->op == CTL_OP_QUEUE_RETRY) {
+        ctl_enc_ok(&e);
+        ctl_enc_map(&e, 3);
+        ctl_enc_kstr(&e, "id", id);
+        ctl_enc_ku64(&e, "waiting", c->op_waiting);
+        ctl_enc_ku64(&e, "held", c->op_held);
+    } else if (status == 0) {
         ctl_enc_ok(&e);
         ctl_enc_map(&e, 1);
         if (c->op >= CTL_OP_QUEUE_DELETE)
@@ -873,6 +1027,9 @@ ctl_submit(struct ctl_conn *c)
         return store_queue_hold(st, &c->op_key, ctl_store_cb, c);
     case CTL_OP_QUEUE_RELEASE:
         return store_queue_release(st, &c->op_key, ctl_store_cb, c);
+    case CTL_OP_QUEUE_RETRY:
+        return store_queue_retry(st, c->op_key.qid[0] ? &c->op_key : NULL,
+                                 ctl_store_cb, c);
     case CTL_OP_NONE:
         break;
     }
@@ -1063,6 +1220,70 @@ ctl_cmd_queue_release(struct ctl_conn *c, const struct ctl_obj *args,
     return ctl_queue_op(c, args, CTL_OP_QUEUE_RELEASE);
 }
 
+struct ctl_retry_scan {
+    uint32_t rcpt; /* UINT32_MAX = every recipient */
+    size_t match, held;
+};
+
+static int
+ctl_retry_scan(void *arg, const struct store_qentry *q)
+{
+    struct ctl_retry_scan *k = arg;
+
+    if (k->rcpt != UINT32_MAX && q->key.rcpt != k->rcpt)
+        return 0;
+    k->match++;
+    k->held += q->state == STORE_Q_HOLD;
+    return 0;
+}
+
+/*
+ * queue.retry {"id": ID[.N]} or {"all": true}: waiting entries (queued,
+ * deferred) are due now, like `postqueue -i` / `postqueue -f`. Held
+ * entries stay held (`queue release` is for them); the answer counts them
+ * so that the CLI does not claim they were scheduled.
+ */
+static int
+ctl_cmd_queue_retry(struct ctl_conn *c, const struct ctl_obj *args,
+                    struct ctl_enc *e)
+{
+    const struct ctl_obj *all = ctl_obj_get(args, "all");
+    struct ctl_retry_scan k;
+    char id[STORE_QID_LEN + 16];
+    int r, v = 0;
+
+    if ((r = ctl_need_store(c)) != 0)
+        return r;
+    memset(&c->op_key, 0, sizeof(c->op_key));
+    c->op_held = c->op_waiting = 0;
+    if (all != NULL) {
+        if (ctl_obj_bool(all, &v) != 0 || !v)
+            return ctl_fail(c, RM_E_INVAL, "argument \"all\" must be true");
+        if (ctl_obj_get(args, "id") != NULL)
+            return ctl_fail(c, RM_E_INVAL, "give \"id\" or \"all\", not both");
+        return ctl_start(c, CTL_OP_QUEUE_RETRY);
+    }
+    if (ctl_obj_get(args, "id") == NULL)
+        return ctl_fail(c, RM_E_INVAL,
+                        "missing argument \"id\" (or \"all\": true)");
+    if ((r = ctl_arg_qkey(c, args, &c->op_key)) != 0)
+        return r;
+    /* A read first: the store's answer cannot tell "nothing waiting" from
+       "all held". It may change before the write; the write decides. */
+    memset(&k, 0, sizeof(k));
+    k.rcpt = c->op_key.rcpt;
+    r = store_queue_get(c->srv->n->store, c->op_key.qid, ctl_retry_scan, &k);
+    ctl_qkey_text(&c->op_key, id, sizeof(id));
+    if (r == RM_E_NOTFOUND || (r == 0 && k.match == 0))
+        return ctl_fail(c, RM_E_NOTFOUND, "no queue entry %s", id);
+    if (r != 0)
+        return ctl_fail(c, r, "cannot read queue entry %s: %s", id,
+                        rm_strerror(r));
+    c->op_held = (uint32_t)k.held; /* recipients of one qid: u32 */
+    c->op_waiting = (uint32_t)(k.match - k.held);
+    return ctl_start(c, CTL_OP_QUEUE_RETRY);
+}
+
 static const struct ctl_cmd ctl_cmds[] = {
     {"status", ctl_cmd_status},
     {"user.add", ctl_cmd_user_add},
@@ -1076,6 +1297,7 @@ static const struct ctl_cmd ctl_cmds[] = {
     {"queue.delete", ctl_cmd_queue_delete},
     {"queue.hold", ctl_cmd_queue_hold},
     {"queue.release", ctl_cmd_queue_release},
+    {"queue.retry", ctl_cmd_queue_retry},
     {"tls.reload", ctl_cmd_tls_reload},
 };
 

@@ -10,22 +10,25 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: relaymesh COMMAND [options]\n"
-               "\n"
-               "  serve [-c FILE] [--check] [--log-level LEVEL]\n"
-               "                       run a node (no -c: embedded default)\n"
-               "  status               the running node: listeners, counters\n"
-               "  user add|del|passwd ADDRESS\n"
-               "  user list            store users\n"
-               "  mailbox list ADDRESS messages in a mailbox\n"
-               "  mailbox cat ADDRESS UID\n"
-               "                       one raw message\n"
-               "  queue list|show ID|delete ID|hold ID|release ID\n"
-               "  tls reload           re-read the certificate and key files\n"
-               "\n"
-               "Client commands find the node with -d DATADIR or -c FILE;\n"
-               "with neither, ./relaymesh-data. Listings take --json.\n"
-               "See relaymesh(8) in README.md for details.\n");
+    fprintf(
+        f,
+        "usage: relaymesh COMMAND [options]\n"
+        "\n"
+        "  serve [-c FILE] [--check] [--log-level LEVEL]\n"
+        "                       run a node (no -c: embedded default)\n"
+        "  status               the running node: listeners, counters\n"
+        "  user add|del|passwd ADDRESS\n"
+        "  user list            store users\n"
+        "  mailbox list ADDRESS messages in a mailbox\n"
+        "  mailbox cat ADDRESS UID\n"
+        "                       one raw message\n"
+        "  queue list [--state S] [--route R] [--domain D] [--older-than T]\n"
+        "  queue show|retry|hold|release|delete ID, queue retry --all\n"
+        "  tls reload           re-read the certificate and key files\n"
+        "\n"
+        "Client commands find the node with -d DATADIR or -c FILE;\n"
+        "with neither, ./relaymesh-data. Listings take --json.\n"
+        "See relaymesh(8) in README.md for details.\n");
 }
 
 int

@@ -33,11 +33,11 @@ struct node_stats {
     uint64_t delivered_local;
     uint64_t store_full; /* 452 4.3.1 answers */
     uint64_t protocol_errors;
-    uint64_t tls_sessions;    /* handshakes completed */
-    uint64_t tls_failures;    /* handshakes failed */
-    uint64_t auth_ok;         /* 235 */
-    uint64_t auth_failed;     /* 535 */
-    uint64_t ratelimited;     /* 421 / 451 from a rate limit */
+    uint64_t tls_sessions; /* handshakes completed */
+    uint64_t tls_failures; /* handshakes failed */
+    uint64_t auth_ok;      /* 235 */
+    uint64_t auth_failed;  /* 535 */
+    uint64_t ratelimited;  /* 421 / 451 from a rate limit */
 };
 
 struct node {
@@ -47,11 +47,11 @@ struct node {
     struct smtp_server *smtp;
     struct node_queue *queue;
     struct ctl_server *ctl;
-    struct tls_server *tls; /* NULL: no TLS (then no STARTTLS, no smtps) */
-    struct ratelimit *rl;   /* per-IP and per-user counters */
+    struct tls_server *tls;  /* NULL: no TLS (then no STARTTLS, no smtps) */
+    struct ratelimit *rl;    /* per-IP and per-user counters */
     struct auth_cache *auth; /* logins verified recently */
-    int64_t started; /* unix seconds */
-    int draining;    /* SIGTERM received */
+    int64_t started;         /* unix seconds */
+    int draining;            /* SIGTERM received */
     struct node_stats stats;
 };
 
@@ -68,6 +68,11 @@ int node_queue_new(struct node *n, struct node_queue **out);
    the message's recipient list). Batched with others into one write. */
 void node_queue_local(struct node_queue *q, const char *qid,
                       const uint32_t *rcpts, size_t n);
+/* A message with remote recipients was committed: deliver them. */
+void node_queue_remote(struct node_queue *q, const char *qid);
+struct outbound_stats;
+void node_queue_outbound_stats(const struct node_queue *q,
+                               struct outbound_stats *s);
 /* Look at the queue again (after `queue release`, a retry). */
 void node_queue_kick(struct node_queue *q);
 /* Stop timers; the memory is freed once handles close. */

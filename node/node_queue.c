@@ -1,7 +1,7 @@
 /*
- * node_queue: the queue manager. For now it delivers local recipients
- * into their mailboxes; outbound delivery of remote recipients comes with
- * the SMTP client (they wait, visible in `relaymesh queue list`).
+ * node_queue: the queue manager. It delivers local recipients into their
+ * mailboxes (here) and hands remote recipients to outbound.c, which
+ * delivers them by SMTP.
  *
  * Local delivery is batched: while one delivery request is with the
  * store's writer, keys of newly committed messages gather in `pending`
@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/rm_error.h"
 #include "node/node.h"
+#include "node/outbound.h"
 #include "store/store.h"
 
 /* A store that is full keeps the keys; try again after this long. */
@@ -33,7 +34,8 @@ struct node_queue {
     size_t ninflight;
     int busy;
     int closing;
-    int failed; /* last request failed: wait for the retry timer */
+    int failed;           /* last request failed: wait for the retry timer */
+    struct outbound *out; /* remote recipients */
 };
 
 static void node_queue_submit(struct node_queue *q);
@@ -176,6 +178,7 @@ int
 node_queue_new(struct node *n, struct node_queue **out)
 {
     struct node_queue *q = calloc(1, sizeof(*q));
+    int r;
 
     if (q == NULL)
         return -ENOMEM;
@@ -185,7 +188,30 @@ node_queue_new(struct node *n, struct node_queue **out)
     *out = q;
     n->queue = q;
     node_queue_rescan(q);
+    r = outbound_new(n, &q->out);
+    if (r != 0) {
+        node_queue_close(q);
+        n->queue = NULL;
+        *out = NULL;
+        return r;
+    }
     return 0;
+}
+
+void
+node_queue_remote(struct node_queue *q, const char *qid)
+{
+    if (q != NULL && !q->closing)
+        outbound_message(q->out, qid);
+}
+
+void
+node_queue_outbound_stats(const struct node_queue *q, struct outbound_stats *s)
+{
+    if (q != NULL && q->out != NULL)
+        outbound_get_stats(q->out, s);
+    else
+        memset(s, 0, sizeof(*s));
 }
 
 void
@@ -196,6 +222,7 @@ node_queue_kick(struct node_queue *q)
     q->failed = 0;
     uv_timer_stop(&q->retry);
     node_queue_rescan(q);
+    outbound_kick(q->out);
 }
 
 size_t
@@ -222,6 +249,8 @@ node_queue_close(struct node_queue *q)
        close callback frees q. Undelivered keys stay queued in the store
        and are recovered at the next start. */
     q->closing = 1;
+    outbound_close(q->out);
+    q->out = NULL;
     uv_timer_stop(&q->retry);
     uv_close((uv_handle_t *)&q->retry, node_queue_close_cb);
 }

@@ -65,7 +65,9 @@ enum smtpc_err {
                                   / DATA refused: see the reply */
     SMTPC_E_TOOBIG = -30006,   /* server's SIZE below the message size */
     SMTPC_E_NOUTF8 = -30007,   /* needs SMTPUTF8, server lacks it */
-    SMTPC_E_NOMEM = -30008
+    SMTPC_E_NOMEM = -30008,
+    SMTPC_E_NOAUTH = -30009    /* credentials set, but the server offers
+                                  no AUTH PLAIN (after TLS) */
 };
 const char *smtpc_strerror(int err);
 
@@ -161,6 +163,11 @@ int smtpc_usable(const struct smtpc *c);
 const char *smtpc_tls_version(const struct smtpc *c); /* NULL: no TLS */
 const char *smtpc_tls_cipher(const struct smtpc *c);
 uint64_t smtpc_max_size(const struct smtpc *c); /* 0: no SIZE limit */
+/* 1 if TLS is up and the server's certificate verified (logs only:
+   opportunistic TLS does not enforce it). */
+int smtpc_tls_verified(const struct smtpc *c);
+/* SMTPC_EXT_* bits of the last EHLO (0 after HELO). */
+unsigned smtpc_extensions(const struct smtpc *c);
 /* Send QUIT (when idle and connected), close, free. Never calls any
    pending callback. */
 void smtpc_quit(struct smtpc *c);

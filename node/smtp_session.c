@@ -1008,6 +1008,12 @@ smtp_commit_done(void *arg, int status)
         }
         if (nl && n->queue)
             node_queue_local(n->queue, s->qid, local, nl);
+        for (size_t i = 0; i < s->nrcpts; i++) {
+            if (s->rcpts[i].route == STORE_ROUTE_REMOTE) {
+                node_queue_remote(n->queue, s->qid);
+                break;
+            }
+        }
         if (!s->closing)
             smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
     } else {

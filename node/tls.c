@@ -11,6 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -40,11 +43,16 @@ struct tls_server {
     struct tls_cert_info info;
 };
 
+struct tls_client {
+    SSL_CTX *ctx;
+};
+
 struct tls_conn {
     SSL *ssl;
     BIO *rbio; /* network -> OpenSSL */
     BIO *wbio; /* OpenSSL -> network */
     int established;
+    int client; /* connect state (tls_conn_client) */
     char err[200];
 };
 
@@ -349,17 +357,60 @@ tls_server_info(const struct tls_server *t)
     return &t->info;
 }
 
+/* ---- client context ----------------------------------------------- */
+
+int
+tls_client_new(struct tls_client **out, char *err, size_t errsz)
+{
+    struct tls_client *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return -ENOMEM;
+    ERR_clear_error();
+    if ((t->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+        tls_errstr(err, errsz, "cannot create a TLS client context");
+        free(t);
+        return RM_E_CONFIG;
+    }
+    SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(t->ctx,
+                        SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* Opportunistic TLS (RFC 7435): the chain is checked so that the log
+       can say whether it verified, but a failure does not stop the
+       handshake; MX host names are not authenticated without DANE or
+       MTA-STS anyway. */
+    SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
+    if (SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
+        /* No trust store: everything logs as unverified. */
+        ERR_clear_error();
+        log_warn("event=tls.client_no_trust_store");
+    }
+    *out = t;
+    return 0;
+}
+
+void
+tls_client_free(struct tls_client *t)
+{
+    if (t == NULL)
+        return;
+    SSL_CTX_free(t->ctx);
+    free(t);
+}
+
 /* ---- connections -------------------------------------------------- */
 
-struct tls_conn *
-tls_conn_server(struct tls_server *t)
+/* The memory-BIO plumbing shared by both ends. */
+static struct tls_conn *
+tls_conn_new(SSL_CTX *ctx)
 {
     struct tls_conn *c = calloc(1, sizeof(*c));
 
     if (c == NULL)
         return NULL;
     ERR_clear_error();
-    c->ssl = SSL_new(t->ctx);
+    c->ssl = SSL_new(ctx);
     c->rbio = BIO_new(BIO_s_mem());
     c->wbio = BIO_new(BIO_s_mem());
     if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
@@ -373,8 +424,81 @@ tls_conn_server(struct tls_server *t)
     /* An empty input BIO means "wait for more", not end of file. */
     BIO_set_mem_eof_return(c->rbio, -1);
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
-    SSL_set_accept_state(c->ssl);
     return c;
+}
+
+struct tls_conn *
+tls_conn_server(struct tls_server *t)
+{
+    struct tls_conn *c = tls_conn_new(t->ctx);
+
+    if (c != NULL)
+        SSL_set_accept_state(c->ssl);
+    return c;
+}
+
+/* A host name (not an address literal, not empty): worth SNI (RFC 6066
+   §3 forbids literal addresses there) and a name check. */
+static int
+tls_is_hostname(const char *s)
+{
+    unsigned char a[16];
+
+    if (s == NULL || s[0] == '\0' || strlen(s) > 253)
+        return 0;
+    if (inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1)
+        return 0;
+    for (const char *p = s; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+struct tls_conn *
+tls_conn_client(struct tls_client *t, const char *sni)
+{
+    struct tls_conn *c = tls_conn_new(t->ctx);
+
+    if (c == NULL)
+        return NULL;
+    c->client = 1;
+    if (tls_is_hostname(sni)) {
+        /* SNI, and the name checked during verification (logged only). */
+        if (SSL_set_tlsext_host_name(c->ssl, sni) != 1 ||
+            SSL_set1_host(c->ssl, sni) != 1) {
+            tls_conn_free(c);
+            ERR_clear_error();
+            return NULL;
+        }
+    }
+    SSL_set_connect_state(c->ssl);
+    return c;
+}
+
+int
+tls_conn_verified(const struct tls_conn *c)
+{
+    X509 *x;
+    int ok;
+
+    if (!c->established)
+        return 0;
+    x = SSL_get1_peer_certificate(c->ssl);
+    ok = x != NULL && SSL_get_verify_result(c->ssl) == X509_V_OK;
+    X509_free(x);
+    return ok;
+}
+
+const char *
+tls_conn_verify_error(const struct tls_conn *c)
+{
+    if (!c->established)
+        return "no handshake";
+    if (tls_conn_verified(c))
+        return "ok";
+    return X509_verify_cert_error_string(SSL_get_verify_result(c->ssl));
 }
 
 void

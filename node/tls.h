@@ -1,6 +1,6 @@
 /*
  * tls: OpenSSL behind memory BIOs, for the SMTP server (STARTTLS, implicit
- * TLS) and, later, the SMTP client.
+ * TLS) and the SMTP client (STARTTLS, node/smtp_client.c).
  *
  * No sockets and no event loop here: the caller feeds ciphertext read from
  * the network with tls_conn_feed(), takes plaintext with tls_conn_read(),
@@ -56,6 +56,27 @@ enum tls_res {
 };
 
 struct tls_conn *tls_conn_server(struct tls_server *t);
+
+/*
+ * The client context (outbound SMTP, RFC 3207): TLS 1.2 minimum, no
+ * compression, no renegotiation, the system's trust store loaded. The
+ * peer certificate is checked but a failure is not enforced
+ * (opportunistic TLS, like Postfix's "may" and "encrypt" levels); the
+ * result is kept for logs (tls_conn_verified). On error RM_E_CONFIG with
+ * the reason in err, or -ENOMEM.
+ */
+struct tls_client;
+int tls_client_new(struct tls_client **out, char *err, size_t errsz);
+void tls_client_free(struct tls_client *t);
+/* A client connection; sni (may be NULL or "") is sent as SNI and checked
+   against the certificate when it is a host name, not an address
+   literal. NULL when out of memory. */
+struct tls_conn *tls_conn_client(struct tls_client *t, const char *sni);
+/* 1 when the handshake is done and the peer's certificate chained to a
+   trusted root (and matched sni, when one was given). */
+int tls_conn_verified(const struct tls_conn *c);
+/* The verification result as text, for logs ("ok" or OpenSSL's reason). */
+const char *tls_conn_verify_error(const struct tls_conn *c);
 void tls_conn_free(struct tls_conn *c);
 /* Ciphertext from the network. 0 or -ENOMEM. */
 int tls_conn_feed(struct tls_conn *c, const void *p, size_t n);

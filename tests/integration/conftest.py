@@ -109,6 +109,15 @@ DEFAULTS = {
     "store": {
         "map_size_max": "0",
     },
+    # Hermetic: no test may send a DNS query off the machine. Nothing
+    # listens on 127.0.0.1:9, so mail for other domains is deferred
+    # (tests of delivery start their own DNS server and override this).
+    "dns": {
+        "server": "127.0.0.1@9",
+    },
+    "delivery": {
+        "retry_first": "1h",
+    },
 }
 
 

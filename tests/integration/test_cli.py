@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -178,6 +179,238 @@ def test_queue_list_show_hold_release_delete(node):
     for verb in ("show", "delete", "hold", "release"):
         fails_cleanly(node.cli("queue", verb, qid))
         fails_cleanly(node.cli("queue", verb, "NOSUCHID"))
+
+
+# Remote mail that stays in the queue: nothing answers DNS at 127.0.0.1:9,
+# so the queue manager (once it delivers outbound) defers each entry after
+# its first attempt and leaves it for an hour; before then the entries just
+# stay "queued". 127.0.0.1 is in mynetworks, so relaying is allowed.
+STUCK_CONF = {"dns.server": "127.0.0.1@9", "delivery.retry_first": "1h"}
+
+
+def queue_to(node, rcpts):
+    """Send one message per recipient; return the queue listing."""
+    for rcpt in rcpts:
+        m, _ = make_message(to=rcpt, subject="to %s" % rcpt)
+        final, _, _ = send_mail(node.port, SENDER, [rcpt], m)
+        assert final.code == 250, final
+    q = node.queue()
+    assert len(q) == len(rcpts), q
+    return q
+
+
+def test_queue_retry_unknown_id(node):
+    qid = "0123456789ABCDEF"
+    r = node.cli("queue", "retry", qid)
+    assert r.returncode == 1, r
+    err = fails_cleanly(r, "no queue entry %s" % qid, "relaymesh queue list")
+    assert r.stdout == b"", r.stdout
+    assert err.startswith("relaymesh: "), err
+    r = node.cli("queue", "retry", qid + ".3")
+    assert r.returncode == 1, r
+    fails_cleanly(r, "no queue entry %s.3" % qid)
+    r = node.cli("queue", "retry", "NOSUCHID")
+    assert r.returncode == 1, r
+    fails_cleanly(r, "NOSUCHID", "queue id")
+
+
+def test_queue_retry_all_on_empty_queue(node):
+    r = node.cli_ok("queue", "retry", "--all")
+    assert r.stdout.decode() == \
+        "all deferred mail scheduled for delivery now\n", r.stdout
+    assert r.stderr == b""
+    assert node.cli_json("queue", "retry", "--all") == {"all": True}
+    assert node.queue() == []
+
+
+@pytest.mark.parametrize("args", [
+    ["queue", "retry"],
+    ["queue", "retry", "--all", "0123456789ABCDEF"],
+    ["queue", "retry", "A", "B"],
+    ["queue", "list", "--all"],
+    ["queue", "show", "0123456789ABCDEF", "--all"],
+    ["queue", "list", "--older-than", "abc"],
+    ["queue", "list", "--older-than", "2x"],
+    ["queue", "list", "--older-than", "-5"],
+    ["queue", "list", "--older-than", "1h30m"],
+    ["queue", "list", "--older-than", ""],
+    ["queue", "list", "--older-than", "99999999999999999999999"],
+    ["queue", "list", "--older-than"],
+    ["queue", "list", "--domain", ""],
+    ["queue", "list", "--domain", "a b.example"],
+    ["queue", "list", "--domain", "x@y.example"],
+    ["queue", "list", "--domain"],
+    ["queue", "show", "0123456789ABCDEF", "--domain", "x.example"],
+    ["queue", "retry", "0123456789ABCDEF", "--older-than", "1h"],
+    ["user", "list", "--older-than", "1h"],
+])
+def test_queue_option_usage_errors(node, args):
+    r = node.cli(*args)
+    assert r.returncode == 2, (args, r)
+    err = fails_cleanly(r)
+    assert "usage" in err or "needs a value" in err, err
+    assert r.stdout == b""
+
+
+def test_queue_list_filters(node_factory):
+    n = node_factory(conf=STUCK_CONF)
+    assert n.cli_ok("queue", "list", "--domain", "remote.example.net",
+                    "--older-than", "1h").stdout.decode() == \
+        "queue is empty (for destination remote.example.net, " \
+        "older than 1h)\n"
+    rcpts = ["r0@remote.example.net", "r1@Remote.Example.NET",
+             "o0@other.example.com"]
+    q = queue_to(n, rcpts)
+    keys = {"id", "rcpt", "recipient", "sender", "state", "route",
+            "attempts", "next_try", "arrival", "size", "last_error"}
+    for e in q:
+        assert set(e) >= keys, e
+        assert e["route"] == "remote", e
+        assert isinstance(e["arrival"], int) and e["arrival"] > 1.6e9, e
+        assert isinstance(e["next_try"], int), e
+        assert isinstance(e["attempts"], int), e
+        assert isinstance(e["last_error"], str), e
+    by_rcpt = {e["recipient"]: e["id"] for e in q}
+
+    def listed(*args):
+        return sorted(e["recipient"]
+                      for e in n.cli_json("queue", "list", *args))
+
+    remote = ["r0@remote.example.net", "r1@Remote.Example.NET"]
+    assert listed("--domain", "remote.example.net") == sorted(remote)
+    assert listed("--domain", "REMOTE.example.NET") == sorted(remote)
+    assert listed("--domain", "@remote.example.net") == sorted(remote)
+    assert listed("--domain", "other.example.com") == ["o0@other.example.com"]
+    assert listed("--domain", "example.com") == []      # no suffix match
+    assert listed("--domain", "example.net") == []
+    assert listed("--domain", "nowhere.example") == []
+    assert listed("--route", "remote", "--domain", "other.example.com") == \
+        ["o0@other.example.com"]
+    assert listed("--route", "local", "--domain", "other.example.com") == []
+    out = n.cli_ok("queue", "list", "--domain", "nowhere.example")
+    assert out.stdout.decode() == \
+        "queue is empty (for destination nowhere.example)\n"
+
+    assert listed("--older-than", "1h") == []
+    assert listed("--older-than", "1d", "--domain", "other.example.com") == []
+    assert listed("--older-than", "0") == sorted(rcpts)
+    newest = max(e["arrival"] for e in q)
+    while time.time() < newest + 2.5:
+        time.sleep(0.2)
+    assert listed("--older-than", "2") == sorted(rcpts)
+    assert listed("--older-than", "2s") == sorted(rcpts)
+    assert listed("--older-than", "1s", "--domain", "remote.example.net") == \
+        sorted(remote)
+    assert listed("--older-than", "30m") == []
+    out = n.cli_ok("queue", "list", "--older-than", "2h").stdout.decode()
+    assert out == "queue is empty (for older than 2h)\n", out
+
+    # the human listing: a header, one row per entry, a summary
+    human = n.cli_ok("queue", "list").stdout.decode()
+    lines = human.rstrip("\n").split("\n")
+    assert len(lines) == 1 + len(rcpts) + 1, human
+    for col in ("ID", "STATE", "AGE", "TRIES", "NEXT TRY", "SIZE", "SENDER",
+                "RECIPIENT", "LAST ERROR"):
+        assert col in lines[0], (col, lines[0])
+    for rcpt, qid in by_rcpt.items():
+        row = [l for l in lines if qid in l]
+        assert len(row) == 1, (qid, human)
+        assert rcpt in row[0] and "<%s>" % SENDER in row[0], row[0]
+        assert re.search(r"\b\d+s\b", row[0]), row[0]     # age in seconds
+    assert lines[-1].startswith("queue: 3 entries"), lines[-1]
+    human = n.cli_ok("queue", "list", "--domain", "other.example.com").stdout
+    assert human.decode().count("\n") == 3, human
+    assert by_rcpt["o0@other.example.com"] in human.decode()
+
+    # queue show: every recipient carries its (possibly empty) history
+    qid = by_rcpt["o0@other.example.com"]
+    show = n.cli_json("queue", "show", qid)
+    assert len(show["recipients"]) == 1
+    hist = show["recipients"][0]["history"]
+    assert isinstance(hist, list) and all(isinstance(h, str) for h in hist)
+    text = n.cli_ok("queue", "show", qid).stdout.decode()
+    assert "o0@other.example.com" in text and " ago)" in text, text
+
+    # retry of a real entry, of one recipient, and of all
+    r = n.cli_ok("queue", "retry", qid)
+    assert r.stdout.decode() == "%s scheduled for delivery now\n" % qid
+    js = n.cli_json("queue", "retry", qid + ".0")
+    assert js == {"id": qid + ".0", "waiting": 1, "held": 0}, js
+    fails_cleanly(n.cli("queue", "retry", qid + ".1"),
+                  "no queue entry %s.1" % qid)
+    assert n.cli_ok("queue", "retry", "--all").returncode == 0
+    assert listed() == sorted(rcpts)
+
+    # a held entry stays held, and the CLI says so
+    n.cli_ok("queue", "hold", qid)
+    out = n.cli_ok("queue", "retry", qid).stdout.decode()
+    assert "on hold" in out and "queue release %s" % qid in out, out
+    assert "scheduled for delivery now" not in out, out
+    n.cli_ok("queue", "retry", "--all")
+    st = {e["id"]: e["state"] for e in n.queue()}
+    assert st[qid] == "hold", st
+    n.cli_ok("queue", "release", qid)
+
+
+def wait_entry(node, qid, pred, timeout=60.0):
+    """Poll `queue list --json` until the entry of qid satisfies pred."""
+    deadline = time.monotonic() + timeout * SLOW
+    e = None
+    while time.monotonic() < deadline:
+        es = [x for x in node.queue() if x["id"] == qid]
+        assert es, "entry %s left the queue" % qid
+        e = es[0]
+        if pred(e):
+            return e
+        time.sleep(0.25)
+    raise AssertionError("entry %s: condition not met in %.0f s: %r"
+                         % (qid, timeout * SLOW, e))
+
+
+def test_queue_retry_deferred(node_factory):
+    """Needs the outbound queue manager: a remote entry whose delivery
+    fails (no DNS) is deferred for retry_first, with a last error and a
+    history line; `queue retry` makes it due now and it is tried again."""
+    n = node_factory(conf=STUCK_CONF)
+    q = queue_to(n, ["d0@remote.example.net"])
+    qid = q[0]["id"]
+    e = wait_entry(n, qid, lambda x: x["state"] == "deferred")
+    now = time.time()
+    assert e["attempts"] >= 1, e
+    assert e["last_error"].strip(), e
+    assert e["next_try"] > now + 30 * 60, e         # retry_first = 1h
+    assert n.cli_json("queue", "list", "--state", "deferred",
+                      "--domain", "remote.example.net")[0]["id"] == qid
+
+    human = n.cli_ok("queue", "list").stdout.decode()
+    row = [l for l in human.split("\n") if qid in l][0]
+    assert "deferred" in row and re.search(r"\bin (59m|1h)", row), row
+
+    show = n.cli_json("queue", "show", qid)
+    hist = show["recipients"][0]["history"]
+    assert len(hist) >= 1 and all(h.strip() for h in hist), hist
+    text = n.cli_ok("queue", "show", qid).stdout.decode()
+    first = hist[0].strip()
+    assert first[:40] in text, (first, text)
+
+    # retry ID: due now, then tried again
+    attempts = e["attempts"]
+    r = n.cli_ok("queue", "retry", qid)
+    assert r.stdout.decode() == "%s scheduled for delivery now\n" % qid
+    e2 = [x for x in n.queue() if x["id"] == qid][0]
+    assert e2["next_try"] <= time.time() + 1 or \
+        e2["attempts"] > attempts, e2
+    e2 = wait_entry(n, qid, lambda x: x["attempts"] > attempts and
+                    x["state"] == "deferred")
+    assert e2["next_try"] > time.time() + 30 * 60, e2
+    hist2 = n.cli_json("queue", "show", qid)["recipients"][0]["history"]
+    assert len(hist2) > len(hist), (hist, hist2)
+
+    # retry --all: the same for every deferred entry
+    attempts = e2["attempts"]
+    n.cli_ok("queue", "retry", "--all")
+    wait_entry(n, qid, lambda x: x["attempts"] > attempts and
+               x["state"] == "deferred")
 
 
 def test_status_json_and_counters(node):

@@ -1,0 +1,1503 @@
+/*
+ * outbound.c: delivery of remote queue entries (see outbound.h).
+ *
+ * Objects:
+ *   struct ob_dest  a destination domain (or the smarthost): its queue of
+ *                   jobs and how many connections it has;
+ *   struct ob_job   one message for one destination: up to OB_JOB_RCPTS
+ *                   recipients, the message data once loaded, and each
+ *                   recipient's outcome;
+ *   struct ob_conn  one delivery connection: the MX list, which host it
+ *                   is at, its SMTP client, the job it is sending.
+ *
+ * A connection's life: DNS lookup -> connect to the hosts in order until
+ * one is ready -> take jobs from its destination one after another on
+ * the same connection -> QUIT when the destination has no more jobs.
+ * When no host answers, every job waiting for the destination is
+ * deferred with that reason (the destination is down: no point in each
+ * job timing out on its own).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/rm_error.h"
+#include "node/dns.h"
+#include "node/dsn.h"
+#include "node/node.h"
+#include "node/outbound.h"
+#include "node/smtp_client.h"
+#include "node/tls.h"
+#include "store/store.h"
+
+#define OB_HASH_BUCKETS 65536
+#define OB_DEST_BUCKETS 4096
+#define OB_TEXT_MAX 600
+#define OB_DEAD_SECS                                                           \
+    60 /* a destination nobody answered for: jobs that                         \
+          arrive within this are deferred at once */
+
+struct ob_rcpt {
+    uint32_t idx;
+    char *addr;
+    char *orcpt;
+    unsigned notify;
+    uint32_t attempts;
+    /* outcome */
+    int done;
+    enum store_outcome out;
+    char status[16];
+    char diag[OB_TEXT_MAX];
+};
+
+struct ob_dest;
+struct outbound;
+
+struct ob_job {
+    struct ob_job *next; /* in the destination's queue */
+    struct outbound *ob;
+    struct ob_dest *dest;
+    char qid[STORE_QID_LEN + 1];
+    char *mail_from;
+    char *envid;
+    int ret;
+    int smtputf8;
+    int eightbit;
+    int64_t arrival;
+    uint64_t size;
+    struct ob_rcpt *rcpts;
+    size_t nrcpts;
+    /* while sending */
+    struct buf data;
+    struct smtpc_rcpt *crcpts;
+    struct smtpc_txn txn;
+    char remote[300]; /* "host[addr]:port" it went to */
+    int dsn_offered;
+    /* the report, while its transaction is with the store */
+    struct buf report;
+    struct store_msg rmsg;
+    struct store_rcpt rrcpt;
+    char rmailbox[STORE_ADDR_MAX];
+};
+
+struct ob_dest {
+    struct ob_dest *hnext;
+    char *domain;
+    struct ob_job *head, *tail;
+    struct ob_dest *rnext; /* in outbound.ready */
+    int in_ready;
+    size_t njobs;     /* waiting in the queue */
+    unsigned conns;   /* open or opening */
+    unsigned idle;    /* conns not yet holding a job */
+    unsigned working; /* conns with a session ready */
+    int64_t dead_until;
+    int dead_perm;
+    char dead_status[16];
+    char dead_text[OB_TEXT_MAX];
+};
+
+struct ob_conn {
+    struct ob_conn *prev, *next; /* every connection, for close */
+    struct outbound *ob;
+    struct ob_dest *dest;
+    int idle;         /* counted in dest->idle (holds no job) */
+    int working;      /* counted in dest->working (session ready) */
+    int job_specific; /* the failure is the job's (size, SMTPUTF8) */
+    struct dns_result *mx;
+    size_t host_i, addr_i;
+    struct smtpc *c;
+    struct ob_job *job;
+    char remote[300];
+    /* the last failure, reported when every host failed */
+    int fail_perm;
+    char fail_status[16];
+    char fail_text[OB_TEXT_MAX];
+};
+
+struct ob_key {
+    struct ob_key *next;
+    char qid[STORE_QID_LEN];
+    uint32_t rcpt;
+};
+
+struct outbound {
+    struct node *n;
+    struct dns *dns;
+    struct tls_client *tls;
+    uv_timer_t wake;      /* next due entry */
+    uv_timer_t scan_soon; /* a coalesced scan */
+    int64_t wake_at;      /* unix seconds the wake timer is set for */
+    int64_t last_scan_ms;
+    int backlog; /* due entries left out: the active set was full */
+    int closing;
+    int dispatching;
+    int handles; /* open uv handles */
+    struct ob_key **active;
+    size_t nactive;
+    struct ob_dest **dests;
+    size_t ndests;
+    struct ob_dest *ready; /* destinations with jobs waiting */
+    struct ob_conn *conn_list;
+    unsigned conns;
+    struct outbound_stats st;
+    char helo[256];
+    char smarthost[256];
+    unsigned smarthost_port;
+    int smarthost_mx;
+};
+
+static void ob_dispatch(struct outbound *ob);
+static void ob_conn_next_job(struct ob_conn *cn);
+static void ob_conn_try(struct ob_conn *cn);
+static void ob_job_finish(struct ob_job *j);
+
+static int64_t
+ob_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static char *
+ob_strdup(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+/* Printable, one line, no quotes: for logs and reports. */
+static void
+ob_clean(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == '"' || *s == 0x7f)
+            *s = ' ';
+}
+
+/* ---- the active set ------------------------------------------------- */
+
+static size_t
+ob_key_hash(const char *qid, uint32_t rcpt)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < STORE_QID_LEN; i++)
+        h = (h ^ (unsigned char)qid[i]) * 1099511628211ULL;
+    h = (h ^ rcpt) * 1099511628211ULL;
+    return (size_t)(h % OB_HASH_BUCKETS);
+}
+
+static int
+ob_active_has(struct outbound *ob, const char *qid, uint32_t rcpt)
+{
+    for (struct ob_key *k = ob->active[ob_key_hash(qid, rcpt)]; k; k = k->next)
+        if (k->rcpt == rcpt && memcmp(k->qid, qid, STORE_QID_LEN) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+ob_active_add(struct outbound *ob, const char *qid, uint32_t rcpt)
+{
+    size_t h = ob_key_hash(qid, rcpt);
+    struct ob_key *k = malloc(sizeof(*k));
+
+    if (k == NULL)
+        return -ENOMEM;
+    memcpy(k->qid, qid, STORE_QID_LEN);
+    k->rcpt = rcpt;
+    k->next = ob->active[h];
+    ob->active[h] = k;
+    ob->nactive++;
+    return 0;
+}
+
+static void
+ob_active_del(struct outbound *ob, const char *qid, uint32_t rcpt)
+{
+    struct ob_key **pp = &ob->active[ob_key_hash(qid, rcpt)];
+
+    for (; *pp; pp = &(*pp)->next) {
+        struct ob_key *k = *pp;
+        if (k->rcpt == rcpt && memcmp(k->qid, qid, STORE_QID_LEN) == 0) {
+            *pp = k->next;
+            free(k);
+            ob->nactive--;
+            return;
+        }
+    }
+}
+
+/* ---- destinations and jobs ------------------------------------------ */
+
+static size_t
+ob_dest_hash(const char *d)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *d; d++)
+        h = (h ^ (unsigned char)*d) * 1099511628211ULL;
+    return (size_t)(h % OB_DEST_BUCKETS);
+}
+
+/* The destination of an address (its domain, lower-case), or the
+   smarthost when one is set. */
+static struct ob_dest *
+ob_dest_get(struct outbound *ob, const char *addr)
+{
+    char dom[DNS_NAME_MAX];
+    const char *at = strrchr(addr, '@');
+    struct ob_dest *d;
+    size_t h, len;
+
+    if (ob->smarthost[0] != '\0') {
+        snprintf(dom, sizeof(dom), "%s", ob->smarthost);
+    } else {
+        if (at == NULL)
+            return NULL;
+        len = strlen(at + 1);
+        while (len > 0 && at[len] == '.')
+            len--; /* a trailing dot names the same domain */
+        if (len == 0 || len >= sizeof(dom))
+            return NULL;
+        for (size_t i = 0; i < len; i++)
+            dom[i] = (char)tolower((unsigned char)at[1 + i]);
+        dom[len] = '\0';
+    }
+    h = ob_dest_hash(dom);
+    for (d = ob->dests[h]; d; d = d->hnext)
+        if (strcmp(d->domain, dom) == 0)
+            return d;
+    d = calloc(1, sizeof(*d));
+    if (d == NULL || (d->domain = strdup(dom)) == NULL) {
+        free(d);
+        return NULL;
+    }
+    d->hnext = ob->dests[h];
+    ob->dests[h] = d;
+    ob->ndests++;
+    return d;
+}
+
+static void
+ob_job_free(struct ob_job *j)
+{
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        free(j->rcpts[i].addr);
+        free(j->rcpts[i].orcpt);
+    }
+    free(j->rcpts);
+    free(j->crcpts);
+    free(j->mail_from);
+    free(j->envid);
+    buf_cleanup(&j->data);
+    buf_cleanup(&j->report);
+    free(j);
+}
+
+static void
+ob_ready(struct outbound *ob, struct ob_dest *d)
+{
+    if (d->in_ready)
+        return;
+    d->in_ready = 1;
+    d->rnext = ob->ready;
+    ob->ready = d;
+}
+
+static void
+ob_set_idle(struct ob_conn *cn, int idle)
+{
+    if (cn->idle == idle)
+        return;
+    cn->idle = idle;
+    if (idle)
+        cn->dest->idle++;
+    else
+        cn->dest->idle--;
+}
+
+/* Take the first waiting job of d, or NULL. */
+static struct ob_job *
+ob_dest_pop(struct ob_dest *d)
+{
+    struct ob_job *j = d->head;
+
+    if (j == NULL)
+        return NULL;
+    d->head = j->next;
+    if (d->head == NULL)
+        d->tail = NULL;
+    d->njobs--;
+    j->next = NULL;
+    return j;
+}
+
+static void
+ob_dest_push_front(struct outbound *ob, struct ob_dest *d, struct ob_job *j)
+{
+    j->next = d->head;
+    d->head = j;
+    if (d->tail == NULL)
+        d->tail = j;
+    d->njobs++;
+    ob_ready(ob, d);
+}
+
+/* Add one due entry to the job for its message and destination. */
+static int
+ob_take_entry(struct outbound *ob, const struct store_qentry *e)
+{
+    struct ob_dest *d;
+    struct ob_job *j = NULL;
+    struct ob_rcpt *r, *nr;
+
+    if (e->route != STORE_ROUTE_REMOTE ||
+        (e->state != STORE_Q_QUEUED && e->state != STORE_Q_DEFERRED))
+        return 0;
+    if (ob_active_has(ob, e->key.qid, e->key.rcpt))
+        return 0;
+    if (ob->nactive >= OB_ACTIVE_MAX) {
+        ob->backlog = 1;
+        return 1; /* stop the scan */
+    }
+    d = ob_dest_get(ob, e->addr);
+    if (d == NULL) {
+        log_err("event=delivery.bad_address qid=%s rcpt=%u addr=<%s>",
+                e->key.qid, e->key.rcpt, e->addr);
+        return 0;
+    }
+    /* Recipients of one message arrive together in the due index. */
+    if (d->tail != NULL && strcmp(d->tail->qid, e->key.qid) == 0 &&
+        d->tail->nrcpts < OB_JOB_RCPTS)
+        j = d->tail;
+    if (j == NULL) {
+        j = calloc(1, sizeof(*j));
+        if (j == NULL)
+            return -ENOMEM;
+        j->ob = ob;
+        j->dest = d;
+        memcpy(j->qid, e->key.qid, sizeof(j->qid));
+        j->mail_from = ob_strdup(e->mail_from);
+        j->envid = e->envid[0] ? ob_strdup(e->envid) : NULL;
+        j->ret = e->ret;
+        j->smtputf8 = e->smtputf8;
+        j->eightbit = e->body_type != STORE_BODY_7BIT;
+        j->arrival = e->arrival;
+        j->size = e->size;
+        buf_init(&j->data, e->size + 16);
+        buf_init(&j->report, (size_t)64 << 20);
+        if (j->mail_from == NULL) {
+            ob_job_free(j);
+            return -ENOMEM;
+        }
+        if (d->tail)
+            d->tail->next = j;
+        else
+            d->head = j;
+        d->tail = j;
+        d->njobs++;
+        ob_ready(ob, d);
+    }
+    nr = realloc(j->rcpts, (j->nrcpts + 1) * sizeof(*nr));
+    if (nr == NULL)
+        return -ENOMEM;
+    j->rcpts = nr;
+    r = &j->rcpts[j->nrcpts];
+    memset(r, 0, sizeof(*r));
+    r->idx = e->key.rcpt;
+    r->addr = ob_strdup(e->addr);
+    r->orcpt = e->orcpt[0] ? ob_strdup(e->orcpt) : NULL;
+    r->notify = e->notify;
+    r->attempts = e->attempts;
+    if (r->addr == NULL)
+        return -ENOMEM;
+    j->nrcpts++;
+    return ob_active_add(ob, e->key.qid, e->key.rcpt);
+}
+
+static int
+ob_scan_cb(void *arg, const struct store_qentry *e)
+{
+    struct outbound *ob = arg;
+    int r = ob_take_entry(ob, e);
+
+    if (r < 0)
+        log_err("event=delivery.take_failed qid=%s err=\"%s\"", e->key.qid,
+                rm_strerror(r));
+    return r > 0 ? 1 : 0;
+}
+
+static void ob_wake_cb(uv_timer_t *t);
+
+/* Wake up at unix time t (or earlier if already set so). */
+static void
+ob_wake_at(struct outbound *ob, int64_t t)
+{
+    int64_t now = ob_now();
+    uint64_t ms;
+
+    if (ob->closing || t == INT64_MAX)
+        return;
+    if (uv_is_active((uv_handle_t *)&ob->wake) && ob->wake_at <= t)
+        return;
+    ob->wake_at = t;
+    ms = t > now ? (uint64_t)(t - now) * 1000 : 0;
+    uv_timer_start(&ob->wake, ob_wake_cb, ms + 50, 0);
+}
+
+/* Read the front of the due index and take what is due. */
+static void
+ob_scan(struct outbound *ob)
+{
+    int64_t next = INT64_MAX;
+    int rc;
+
+    if (ob->closing)
+        return;
+    ob->backlog = 0;
+    ob->last_scan_ms = (int64_t)uv_now(ob->n->loop);
+    rc = store_queue_due_scan(ob->n->store, ob_now(), ob_scan_cb, ob, &next);
+    if (rc < 0)
+        log_err("event=delivery.scan_failed err=\"%s\"", rm_strerror(rc));
+    uv_timer_stop(&ob->wake);
+    if (ob->backlog)
+        next = ob_now() + 1;
+    ob_wake_at(ob, next);
+    ob_dispatch(ob);
+}
+
+static void
+ob_wake_cb(uv_timer_t *t)
+{
+    ob_scan(t->data);
+}
+
+static void
+ob_scan_soon_cb(uv_timer_t *t)
+{
+    ob_scan(t->data);
+}
+
+void
+outbound_kick(struct outbound *o)
+{
+    if (o == NULL || o->closing)
+        return;
+    /* An administrator's retry: no destination is presumed down. */
+    for (size_t b = 0; b < OB_DEST_BUCKETS; b++)
+        for (struct ob_dest *d = o->dests[b]; d; d = d->hnext)
+            d->dead_until = 0;
+    if (!uv_is_active((uv_handle_t *)&o->scan_soon))
+        uv_timer_start(&o->scan_soon, ob_scan_soon_cb, 10, 0);
+}
+
+static int
+ob_msg_cb(void *arg, const struct store_qentry *e)
+{
+    return ob_scan_cb(arg, e);
+}
+
+void
+outbound_message(struct outbound *o, const char *qid)
+{
+    int rc;
+
+    if (o == NULL || o->closing)
+        return;
+    rc = store_queue_get(o->n->store, qid, ob_msg_cb, o);
+    if (rc < 0 && rc != RM_E_NOTFOUND)
+        log_err("event=delivery.read_failed qid=%s err=\"%s\"", qid,
+                rm_strerror(rc));
+    if (o->backlog)
+        ob_wake_at(o, ob_now() + 1);
+    ob_dispatch(o);
+}
+
+/* ---- outcomes ------------------------------------------------------- */
+
+static void
+ob_rcpt_set(struct ob_rcpt *r, enum store_outcome out, const char *status,
+            const char *diag)
+{
+    if (r->done)
+        return;
+    r->done = 1;
+    r->out = out;
+    snprintf(r->status, sizeof(r->status), "%s", status);
+    snprintf(r->diag, sizeof(r->diag), "%s", diag ? diag : "");
+    ob_clean(r->diag);
+}
+
+/* Every recipient of j not yet decided gets this outcome. */
+static void
+ob_job_set_all(struct ob_job *j, int perm, const char *status, const char *diag)
+{
+    for (size_t i = 0; i < j->nrcpts; i++)
+        ob_rcpt_set(&j->rcpts[i], perm ? STORE_OUT_BOUNCED : STORE_OUT_DEFERRED,
+                    status, diag);
+}
+
+static void
+ob_reply_text(const struct smtpc_reply *r, char *out, size_t outsz)
+{
+    if (r->code == 0)
+        snprintf(out, outsz, "no reply");
+    else if (r->enh[0])
+        snprintf(out, outsz, "%d %s %s", r->code, r->enh, r->text);
+    else
+        snprintf(out, outsz, "%d %s", r->code, r->text);
+    ob_clean(out);
+}
+
+/* ---- reports (RFC 3464) -------------------------------------------- */
+
+struct ob_read {
+    struct buf *b;
+};
+
+static int
+ob_read_cb(void *arg, const char *data, size_t len)
+{
+    struct ob_read *rd = arg;
+
+    return buf_append(rd->b, data, len) == 0 ? 0 : RM_E_TOOBIG;
+}
+
+static int
+ob_load(struct ob_job *j)
+{
+    struct ob_read rd = {&j->data};
+    int rc;
+
+    if (j->data.len > 0)
+        return 0;
+    rc = store_msg_read(j->ob->n->store, j->qid, ob_read_cb, &rd);
+    if (rc != 0)
+        buf_reset(&j->data);
+    return rc;
+}
+
+static int
+ob_user_cb(void *arg, const struct store_user *u)
+{
+    (void)u;
+    *(int *)arg = 1;
+    return 0;
+}
+
+/* Where a report to addr goes: a local mailbox (the user, or the
+   postmaster when there is no such user) or out. */
+static void
+ob_report_route(struct outbound *ob, const char *addr, struct store_rcpt *r,
+                char *mailbox, size_t mbsz)
+{
+    const struct node_config *cfg = ob->n->cfg;
+    const char *at = strrchr(addr, '@');
+    char canon[STORE_ADDR_MAX];
+    int found = 0;
+
+    memset(r, 0, sizeof(*r));
+    r->addr = addr;
+    r->notify = STORE_NOTIFY_NEVER; /* never a report about a report */
+    if (at == NULL || !node_config_local_domain(cfg, at + 1, strlen(at + 1))) {
+        r->route = STORE_ROUTE_REMOTE;
+        return;
+    }
+    r->route = STORE_ROUTE_LOCAL;
+    if (store_addr_canon(addr, canon, sizeof(canon)) == 0 &&
+        strncasecmp(addr, "postmaster@", 11) != 0 &&
+        store_user_get(ob->n->store, canon, ob_user_cb, &found) == 0 && found)
+        snprintf(mailbox, mbsz, "%s", canon);
+    else
+        snprintf(mailbox, mbsz, "%s", cfg->postmaster);
+    r->mailbox = mailbox;
+}
+
+static const char *
+ob_report_subject(enum dsn_action a)
+{
+    switch (a) {
+    case DSN_FAILED:
+        return "Undelivered Mail Returned to Sender";
+    case DSN_DELAYED:
+        return "Delayed Mail (still being retried)";
+    case DSN_DELIVERED:
+    case DSN_RELAYED:
+        break;
+    }
+    return "Successful Mail Delivery Report";
+}
+
+/*
+ * Compose the report for the recipients of j that call for one (bounced,
+ * delay notices, NOTIFY=SUCCESS relayed to a server without DSN) into
+ * j->rmsg. 0 with j->rmsg.nrcpts = 0 when none is due.
+ */
+static int
+ob_report(struct ob_job *j, const int *notice, int64_t retry_until)
+{
+    struct outbound *ob = j->ob;
+    const struct node_config *cfg = ob->n->cfg;
+    struct dsn_rcpt dr[OB_JOB_RCPTS];
+    struct dsn_report rep;
+    char from[300];
+    const char *to = j->mail_from;
+    size_t n = 0;
+    enum dsn_action first = DSN_FAILED;
+    int double_bounce = 0, rc;
+
+    memset(&j->rmsg, 0, sizeof(j->rmsg));
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        struct ob_rcpt *r = &j->rcpts[i];
+        enum dsn_action a;
+        if (!notice[i])
+            continue;
+        a = r->out == STORE_OUT_BOUNCED    ? DSN_FAILED
+            : r->out == STORE_OUT_DEFERRED ? DSN_DELAYED
+                                           : DSN_RELAYED;
+        if (n == 0)
+            first = a;
+        memset(&dr[n], 0, sizeof(dr[n]));
+        dr[n].addr = r->addr;
+        dr[n].orcpt = r->orcpt;
+        dr[n].action = a;
+        dr[n].status = r->status;
+        dr[n].remote_mta = j->remote[0] ? j->remote : NULL;
+        dr[n].diagnostic = r->diag[0] ? r->diag : NULL;
+        dr[n].last_attempt = ob_now();
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    if (to[0] == '\0') {
+        /* A report about mail from the null sender (a bounce that could
+           not be delivered) goes to the postmaster, and only failures. */
+        if (first != DSN_FAILED)
+            return 0;
+        to = cfg->postmaster;
+        double_bounce = 1;
+    }
+    if (rc = ob_load(j), rc != 0 && rc != RM_E_NOTFOUND)
+        return rc;
+    snprintf(from, sizeof(from), "MAILER-DAEMON@%s", cfg->hostname);
+    memset(&rep, 0, sizeof(rep));
+    rep.reporting_mta = cfg->hostname;
+    rep.from = from;
+    rep.to = to;
+    rep.envid = j->envid;
+    rep.arrival = j->arrival;
+    rep.now = ob_now();
+    rep.retry_until = first == DSN_DELAYED ? retry_until : 0;
+    rep.ret_full = j->ret == STORE_RET_FULL;
+    rep.smtputf8 = j->smtputf8;
+    rep.orig = j->data.data ? j->data.data : "";
+    rep.orig_len = j->data.len;
+    rep.rcpts = dr;
+    rep.nrcpts = n;
+    rep.msgid_domain = cfg->hostname;
+    buf_reset(&j->report);
+    rc = dsn_compose(&rep, &j->report);
+    if (rc != 0)
+        return rc;
+    ob_report_route(ob, to, &j->rrcpt, j->rmailbox, sizeof(j->rmailbox));
+    store_qid_new(ob->n->store, j->rmsg.qid);
+    j->rmsg.mail_from = "";
+    j->rmsg.ret = STORE_RET_HDRS;
+    j->rmsg.body_type =
+        j->smtputf8 || j->eightbit ? STORE_BODY_8BITMIME : STORE_BODY_7BIT;
+    j->rmsg.smtputf8 = j->smtputf8;
+    j->rmsg.arrival = ob_now();
+    j->rmsg.client = "relaymesh (delivery status notification)";
+    j->rmsg.hdr_from = from;
+    j->rmsg.hdr_subject = ob_report_subject(first);
+    j->rmsg.rcpts = &j->rrcpt;
+    j->rmsg.nrcpts = 1;
+    j->rmsg.data = j->report.data;
+    j->rmsg.len = j->report.len;
+    log_info("event=delivery.report qid=%s for=%s to=<%s> action=%s "
+             "rcpts=%zu%s",
+             j->rmsg.qid, j->qid, to,
+             first == DSN_FAILED    ? "failed"
+             : first == DSN_DELAYED ? "delayed"
+                                    : "relayed",
+             n, double_bounce ? " double_bounce=1" : "");
+    return 0;
+}
+
+static int64_t
+ob_backoff(const struct node_config *cfg, uint32_t attempts)
+{
+    int64_t b = cfg->delivery_retry_first;
+
+    for (uint32_t i = 0; i < attempts && b < cfg->delivery_retry_max; i++)
+        b *= 2;
+    return b < cfg->delivery_retry_max ? b : cfg->delivery_retry_max;
+}
+
+static void
+ob_results_done(void *arg, int status)
+{
+    struct ob_job *j = arg;
+    struct outbound *ob = j->ob;
+
+    if (status != 0) {
+        /* Nothing was recorded: the entries stay due as they were and
+           the next scan takes them again. */
+        log_err("event=delivery.record_failed qid=%s err=\"%s\" "
+                "hint=\"the attempt will be repeated\"",
+                j->qid, rm_strerror(status));
+    } else if (j->rmsg.nrcpts > 0 && !ob->closing) {
+        ob->st.reports++;
+        if (j->rrcpt.route == STORE_ROUTE_LOCAL) {
+            uint32_t zero = 0;
+            node_queue_local(ob->n->queue, j->rmsg.qid, &zero, 1);
+        } else {
+            outbound_message(ob, j->rmsg.qid);
+        }
+    }
+    for (size_t i = 0; i < j->nrcpts; i++)
+        ob_active_del(ob, j->qid, j->rcpts[i].idx);
+    if (status != 0 && !ob->closing)
+        ob_wake_at(ob, ob_now() + 5);
+    ob_job_free(j);
+    if (!ob->closing && ob->backlog && ob->nactive < OB_ACTIVE_MAX / 2)
+        outbound_kick(ob);
+}
+
+/* Every recipient of j has an outcome: record them (and the report) in
+   one store transaction. */
+static void
+ob_job_finish(struct ob_job *j)
+{
+    struct outbound *ob = j->ob;
+    const struct node_config *cfg = ob->n->cfg;
+    struct store_qresult res[OB_JOB_RCPTS];
+    char hist[OB_JOB_RCPTS][OB_TEXT_MAX + 400];
+    int notice[OB_JOB_RCPTS];
+    int64_t now = ob_now(), expire = j->arrival + cfg->delivery_lifetime;
+    int64_t next_min = INT64_MAX;
+    double delay;
+    int rc;
+
+    delay = (double)(now - j->arrival);
+    {
+        /* The queue id counts microseconds since the epoch (<< 8): a
+           finer start than the arrival second. */
+        unsigned long long v = strtoull(j->qid, NULL, 16) >> 8;
+        uv_timeval64_t tv;
+        if (v > 0 && uv_gettimeofday(&tv) == 0)
+            delay = ((double)tv.tv_sec * 1e6 + (double)tv.tv_usec - (double)v) /
+                    1e6;
+    }
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        struct ob_rcpt *r = &j->rcpts[i];
+        unsigned nf = r->notify;
+        int want_fail = nf == 0 || (nf & STORE_NOTIFY_FAILURE);
+
+        if (!r->done)
+            ob_rcpt_set(r, STORE_OUT_DEFERRED, "4.3.0",
+                        "internal: no outcome recorded");
+        memset(&res[i], 0, sizeof(res[i]));
+        memcpy(res[i].key.qid, j->qid, sizeof(res[i].key.qid));
+        res[i].key.rcpt = r->idx;
+        notice[i] = 0;
+        /* Out of time: a deferral becomes a bounce. */
+        if (r->out == STORE_OUT_DEFERRED && now >= expire) {
+            char d[64];
+            size_t len = strlen(r->diag);
+            snprintf(d, sizeof(d),
+                     " (gave up after %u attempts: queue lifetime exceeded)",
+                     r->attempts + 1);
+            if (len + strlen(d) >= sizeof(r->diag))
+                len = sizeof(r->diag) - strlen(d) - 1;
+            memcpy(r->diag + len, d, strlen(d) + 1);
+            r->out = STORE_OUT_BOUNCED;
+            if (r->status[0] != '5')
+                snprintf(r->status, sizeof(r->status), "4.4.7");
+        }
+        res[i].outcome = r->out;
+        switch (r->out) {
+        case STORE_OUT_DELIVERED:
+            ob->st.delivered++;
+            log_info("event=delivery.sent qid=%s rcpt=<%s> relay=%s "
+                     "delay=%.3f status=%s reply=\"%s\"",
+                     j->qid, r->addr, j->remote, delay, r->status, r->diag);
+            /* NOTIFY=SUCCESS to a server that does not do DSN: we tell
+               the sender it was relayed (RFC 3461 §5.2.2). */
+            notice[i] = (nf & STORE_NOTIFY_SUCCESS) && !j->dsn_offered;
+            break;
+        case STORE_OUT_BOUNCED:
+            ob->st.bounced++;
+            log_warn("event=delivery.bounced qid=%s rcpt=<%s> relay=%s "
+                     "delay=%.3f status=%s reason=\"%s\"",
+                     j->qid, r->addr, j->remote[0] ? j->remote : "none", delay,
+                     r->status, r->diag);
+            notice[i] = want_fail;
+            break;
+        case STORE_OUT_DEFERRED: {
+            int64_t next = now + ob_backoff(cfg, r->attempts);
+            char when[32];
+            struct tm tm;
+            time_t tt = (time_t)now;
+            if (next > expire)
+                next = expire;
+            res[i].next_try = next;
+            res[i].error = r->diag;
+            gmtime_r(&tt, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            snprintf(hist[i], sizeof(hist[i]), "%s deferred %s: %s %s", when,
+                     j->remote[0] ? j->remote : j->dest->domain, r->status,
+                     r->diag);
+            res[i].history = hist[i];
+            if (next < next_min)
+                next_min = next;
+            ob->st.deferred++;
+            log_info("event=delivery.deferred qid=%s rcpt=<%s> relay=%s "
+                     "delay=%.3f attempts=%u next_try_in=%" PRId64
+                     "s status=%s reason=\"%s\"",
+                     j->qid, r->addr, j->remote[0] ? j->remote : "none", delay,
+                     r->attempts + 1, next - now, r->status, r->diag);
+            if (cfg->delivery_delay_notice > 0 &&
+                now - j->arrival >= (int64_t)cfg->delivery_delay_notice &&
+                !(nf & STORE_NOTIFY_DELAY_SENT) && !(nf & STORE_NOTIFY_NEVER) &&
+                (nf == 0 || (nf & STORE_NOTIFY_DELAY))) {
+                notice[i] = 1;
+                res[i].set_notify = STORE_NOTIFY_DELAY_SENT;
+            }
+            break;
+        }
+        }
+    }
+    rc = ob_report(j, notice, expire);
+    if (rc != 0) {
+        /* Without its report a bounce would be silent: keep the entries
+           and try again later. */
+        log_err("event=delivery.report_failed qid=%s err=\"%s\"", j->qid,
+                rm_strerror(rc));
+        memset(&j->rmsg, 0, sizeof(j->rmsg));
+        for (size_t i = 0; i < j->nrcpts; i++) {
+            if (res[i].outcome == STORE_OUT_BOUNCED) {
+                res[i].outcome = STORE_OUT_DEFERRED;
+                res[i].next_try = now + cfg->delivery_retry_first;
+                res[i].error = j->rcpts[i].diag;
+                if (res[i].next_try < next_min)
+                    next_min = res[i].next_try;
+            }
+        }
+    }
+    if (j->rmsg.nrcpts == 0 && j->mail_from[0] == '\0') {
+        /* nothing: never a report to the null sender */
+    }
+    rc = store_queue_results(ob->n->store, res, j->nrcpts,
+                             j->rmsg.nrcpts ? &j->rmsg : NULL, ob_results_done,
+                             j);
+    if (rc != 0) {
+        ob_results_done(j, rc);
+        return;
+    }
+    ob_wake_at(ob, next_min);
+}
+
+/* ---- connections ---------------------------------------------------- */
+
+static void
+ob_conn_free(struct ob_conn *cn)
+{
+    struct outbound *ob = cn->ob;
+
+    if (cn->c != NULL)
+        smtpc_quit(cn->c);
+    ob_set_idle(cn, 0);
+    if (cn->working)
+        cn->dest->working--;
+    if (cn->job != NULL) {
+        /* Only at close: the entries stay due in the store. */
+        ob_job_free(cn->job);
+    }
+    if (cn->prev)
+        cn->prev->next = cn->next;
+    else
+        ob->conn_list = cn->next;
+    if (cn->next)
+        cn->next->prev = cn->prev;
+    cn->dest->conns--;
+    ob->conns--;
+    free(cn->mx);
+    free(cn);
+    if (!ob->closing)
+        ob_dispatch(ob);
+}
+
+/* How long a destination nobody answered for stays marked down: jobs for
+   it meanwhile are deferred at once. */
+static int64_t
+ob_dead_secs(const struct node_config *cfg)
+{
+    return cfg->delivery_retry_first < 2 * OB_DEAD_SECS
+               ? cfg->delivery_retry_first / 2
+               : OB_DEAD_SECS;
+}
+
+/* The connection ends with cn->fail_*: the job in hand gets the reason;
+   when the failure is the destination's (no host would talk) and no
+   other connection is working for it, so does every job waiting. */
+static void
+ob_conn_failed(struct ob_conn *cn)
+{
+    struct outbound *ob = cn->ob;
+    struct ob_dest *d = cn->dest;
+    struct ob_job *j;
+
+    if (!cn->job_specific)
+        log_warn("event=delivery.unreachable dest=%s status=%s "
+                 "reason=\"%s\"",
+                 d->domain, cn->fail_status, cn->fail_text);
+    if (cn->job != NULL) {
+        j = cn->job;
+        cn->job = NULL;
+        snprintf(j->remote, sizeof(j->remote), "%s", cn->remote);
+        ob_job_set_all(j, cn->fail_perm, cn->fail_status, cn->fail_text);
+        ob_job_finish(j);
+    }
+    if (!cn->job_specific && !ob->closing) {
+        /* No new connection for a while; the jobs waiting get the reason
+           unless a connection that works will take them. */
+        d->dead_until = ob_now() + ob_dead_secs(ob->n->cfg);
+        d->dead_perm = cn->fail_perm;
+        snprintf(d->dead_status, sizeof(d->dead_status), "%s", cn->fail_status);
+        snprintf(d->dead_text, sizeof(d->dead_text), "%s", cn->fail_text);
+        while (d->working == 0 && (j = ob_dest_pop(d)) != NULL) {
+            ob_job_set_all(j, cn->fail_perm, cn->fail_status, cn->fail_text);
+            ob_job_finish(j);
+        }
+    }
+    ob_conn_free(cn);
+}
+
+static void ob_fail(struct ob_conn *cn, int perm, const char *status,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+ob_fail(struct ob_conn *cn, int perm, const char *status, const char *fmt, ...)
+{
+    va_list ap;
+
+    cn->fail_perm = perm;
+    snprintf(cn->fail_status, sizeof(cn->fail_status), "%s", status);
+    va_start(ap, fmt);
+    vsnprintf(cn->fail_text, sizeof(cn->fail_text), fmt, ap);
+    va_end(ap);
+    ob_clean(cn->fail_text);
+}
+
+static void
+ob_conn_next_addr(struct ob_conn *cn)
+{
+    cn->addr_i++;
+    if (cn->addr_i >= cn->mx->hosts[cn->host_i].naddrs) {
+        cn->addr_i = 0;
+        cn->host_i++;
+    }
+    ob_conn_try(cn);
+}
+
+static void
+ob_txn_cb(void *arg, struct smtpc *c, struct smtpc_txn *t,
+          const struct smtpc_result *res)
+{
+    struct ob_conn *cn = arg;
+    struct ob_job *j = cn->job;
+    char text[OB_TEXT_MAX], st[16];
+
+    (void)t;
+    cn->job = NULL;
+    j->dsn_offered = res->dsn;
+    if (res->status < 0) {
+        /* The connection broke during the transaction: it is gone. */
+        cn->c = NULL;
+        snprintf(text, sizeof(text),
+                 "lost connection with %s while sending the message (%s)",
+                 cn->remote, smtpc_strerror(res->status));
+        ob_job_set_all(j, 0, "4.4.2", text);
+        ob_job_finish(j);
+        ob_conn_free(cn);
+        return;
+    }
+    if (res->mail.code < 200 || res->mail.code > 299) {
+        ob_reply_text(&res->mail, text, sizeof(text));
+        dsn_status_from_reply(res->mail.code, res->mail.enh, st);
+        ob_job_set_all(j, res->mail.code >= 500, st, text);
+    }
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        struct smtpc_rcpt *cr = &j->crcpts[i];
+        struct ob_rcpt *r = &j->rcpts[i];
+        const struct smtpc_reply *rep = &cr->r;
+        if (r->done)
+            continue;
+        if (cr->r.code >= 200 && cr->r.code <= 299) {
+            rep = &res->data;
+            if (rep->code == 0) {
+                ob_rcpt_set(r, STORE_OUT_DEFERRED, "4.4.2",
+                            "no reply to the end of data");
+                continue;
+            }
+        } else if (cr->r.code == 0) {
+            ob_rcpt_set(r, STORE_OUT_DEFERRED, "4.4.2", "no reply to RCPT TO");
+            continue;
+        }
+        ob_reply_text(rep, text, sizeof(text));
+        dsn_status_from_reply(rep->code, rep->enh, st);
+        if (rep->code >= 200 && rep->code <= 299)
+            ob_rcpt_set(r, STORE_OUT_DELIVERED, st, text);
+        else
+            ob_rcpt_set(
+                r, rep->code >= 500 ? STORE_OUT_BOUNCED : STORE_OUT_DEFERRED,
+                st, text);
+    }
+    ob_job_finish(j);
+    ob_set_idle(cn, 1);
+    if (smtpc_usable(c))
+        ob_conn_next_job(cn);
+    else
+        ob_conn_free(cn);
+}
+
+/* A ready connection takes the next job of its destination, or ends. */
+static void
+ob_conn_next_job(struct ob_conn *cn)
+{
+    struct ob_dest *d = cn->dest;
+    struct ob_job *j;
+    int rc;
+
+    for (;;) {
+        if (cn->ob->closing || (j = ob_dest_pop(d)) == NULL) {
+            ob_conn_free(cn);
+            return;
+        }
+        rc = ob_load(j);
+        if (rc == RM_E_NOTFOUND) {
+            /* Deleted meanwhile: nothing to send, nothing to record. */
+            for (size_t i = 0; i < j->nrcpts; i++)
+                ob_active_del(cn->ob, j->qid, j->rcpts[i].idx);
+            ob_job_free(j);
+            continue;
+        }
+        if (rc != 0) {
+            ob_job_set_all(j, 0, "4.3.0",
+                           "cannot read the message from the store");
+            ob_job_finish(j);
+            continue;
+        }
+        break;
+    }
+    ob_set_idle(cn, 0);
+    cn->job = j;
+    cn->job_specific = 0;
+    snprintf(j->remote, sizeof(j->remote), "%s", cn->remote);
+    free(j->crcpts);
+    j->crcpts = calloc(j->nrcpts, sizeof(*j->crcpts));
+    if (j->crcpts == NULL) {
+        cn->job = NULL;
+        ob_job_set_all(j, 0, "4.3.0", "out of memory");
+        ob_job_finish(j);
+        ob_conn_free(cn);
+        return;
+    }
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        j->crcpts[i].addr = j->rcpts[i].addr;
+        j->crcpts[i].notify = j->rcpts[i].notify & 0x0f;
+        j->crcpts[i].orcpt = j->rcpts[i].orcpt;
+    }
+    memset(&j->txn, 0, sizeof(j->txn));
+    j->txn.mail_from = j->mail_from;
+    j->txn.size = j->data.len;
+    j->txn.eightbit = j->eightbit;
+    j->txn.smtputf8 = j->smtputf8;
+    j->txn.ret = j->ret == STORE_RET_FULL   ? 1
+                 : j->ret == STORE_RET_HDRS ? 2
+                                            : 0;
+    j->txn.envid = j->envid;
+    j->txn.rcpts = j->crcpts;
+    j->txn.nrcpts = j->nrcpts;
+    j->txn.data = j->data.data;
+    j->txn.len = j->data.len;
+    rc = smtpc_send(cn->c, &j->txn, ob_txn_cb, cn);
+    if (rc == SMTPC_E_TOOBIG || rc == SMTPC_E_NOUTF8) {
+        /* This host cannot take it: the next host may. The job stays
+           with this connection while it moves on. */
+        if (rc == SMTPC_E_TOOBIG)
+            ob_fail(cn, 1, "5.3.4",
+                    "message size %zu exceeds the limit of %s (%" PRIu64
+                    " bytes)",
+                    j->data.len, cn->remote, smtpc_max_size(cn->c));
+        else
+            ob_fail(cn, 1, "5.6.7",
+                    "the message needs SMTPUTF8 and %s does not support it",
+                    cn->remote);
+        cn->job_specific = 1;
+        smtpc_quit(cn->c);
+        cn->c = NULL;
+        if (cn->working) {
+            cn->working = 0;
+            cn->dest->working--;
+        }
+        ob_conn_next_addr(cn);
+        return;
+    }
+    if (rc != 0) {
+        cn->job = NULL;
+        ob_job_set_all(j, 0, "4.3.0",
+                       "internal error starting the transaction");
+        ob_job_finish(j);
+        ob_conn_free(cn);
+    }
+}
+
+static void
+ob_ready_cb(void *arg, struct smtpc *c, int status, const struct smtpc_reply *r)
+{
+    struct ob_conn *cn = arg;
+    char text[OB_TEXT_MAX], st[16];
+
+    if (status == 0) {
+        cn->c = c;
+        if (!cn->working) {
+            cn->working = 1;
+            cn->dest->working++;
+        }
+        if (cn->job != NULL) {
+            /* A job that the previous host could not take goes first. */
+            ob_dest_push_front(cn->ob, cn->dest, cn->job);
+            cn->job = NULL;
+            ob_set_idle(cn, 1);
+        }
+        ob_conn_next_job(cn);
+        return;
+    }
+    cn->c = NULL; /* the client freed itself */
+    if (status == SMTPC_E_REPLY && r != NULL && r->code != 0) {
+        ob_reply_text(r, text, sizeof(text));
+        dsn_status_from_reply(r->code, r->enh, st);
+        ob_fail(cn, r->code >= 500, st, "host %s refused to talk to me: %s",
+                cn->remote, text);
+    } else if (status == SMTPC_E_TLS) {
+        ob_fail(cn, 0, "4.7.5",
+                "TLS with %s failed or is not offered "
+                "(policy: %s)%s%s",
+                cn->remote,
+                node_config_tls_for(cn->ob->n->cfg, cn->dest->domain) ==
+                        NODE_DTLS_REQUIRED
+                    ? "required"
+                    : "opportunistic",
+                r && r->code ? ": " : "", r && r->code ? r->text : "");
+    } else {
+        ob_fail(cn, 0, status == SMTPC_E_TIMEOUT ? "4.4.1" : "4.4.1",
+                "connect to %s: %s", cn->remote,
+                status < -30000 ? smtpc_strerror(status) : uv_strerror(status));
+    }
+    ob_conn_next_addr(cn);
+}
+
+/* Connect to the current address, or report when none is left. */
+static void
+ob_conn_try(struct ob_conn *cn)
+{
+    struct outbound *ob = cn->ob;
+    const struct node_config *cfg = ob->n->cfg;
+    struct smtpc_opts o;
+    struct dns_host *h;
+    struct sockaddr_storage sa;
+    char ip[INET6_ADDRSTRLEN];
+    unsigned port;
+    enum node_delivery_tls lvl;
+    int rc;
+
+    while (cn->host_i < cn->mx->nhosts && cn->mx->hosts[cn->host_i].naddrs == 0)
+        cn->host_i++;
+    if (ob->closing || cn->host_i >= cn->mx->nhosts) {
+        ob_conn_failed(cn);
+        return;
+    }
+    h = &cn->mx->hosts[cn->host_i];
+    memcpy(&sa, &h->addrs[cn->addr_i].sa, sizeof(sa));
+    port = ob->smarthost[0] ? ob->smarthost_port : cfg->delivery_port;
+    if (sa.ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)&sa)->sin6_port = htons((uint16_t)port);
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, ip,
+                  sizeof(ip));
+    } else {
+        ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, ip,
+                  sizeof(ip));
+    }
+    snprintf(cn->remote, sizeof(cn->remote), "%s[%s]:%u", h->name, ip, port);
+    lvl = node_config_tls_for(cfg, cn->dest->domain);
+    memset(&o, 0, sizeof(o));
+    o.helo = ob->helo;
+    o.server_name = h->name;
+    o.tls = lvl == NODE_DTLS_NONE       ? SMTPC_TLS_NONE
+            : lvl == NODE_DTLS_REQUIRED ? SMTPC_TLS_REQUIRED
+                                        : SMTPC_TLS_OPPORTUNISTIC;
+    o.tls_ctx = ob->tls;
+    if (ob->smarthost[0] && cfg->delivery_smarthost_user[0]) {
+        o.auth_user = cfg->delivery_smarthost_user;
+        o.auth_pass = cfg->delivery_smarthost_pass;
+        o.tls = SMTPC_TLS_REQUIRED; /* never a password in clear */
+    }
+    if (ob->tls == NULL)
+        o.tls = SMTPC_TLS_NONE;
+    o.timeout_connect = cfg->delivery_timeout_connect;
+    o.timeout_greeting = cfg->delivery_timeout_greeting;
+    o.timeout_mail = cfg->delivery_timeout_mail;
+    o.timeout_rcpt = cfg->delivery_timeout_rcpt;
+    o.timeout_data_init = cfg->delivery_timeout_data_init;
+    o.timeout_data_block = cfg->delivery_timeout_data_block;
+    o.timeout_data_done = cfg->delivery_timeout_data_done;
+    o.log_id = cn->dest->domain;
+    ob->st.connections++;
+    rc = smtpc_connect(ob->n->loop, (struct sockaddr *)&sa, &o, ob_ready_cb, cn,
+                       &cn->c);
+    if (rc != 0) {
+        ob_fail(cn, 0, "4.3.0", "cannot start a connection to %s: %s",
+                cn->remote, rm_strerror(rc));
+        ob_conn_failed(cn);
+    }
+}
+
+static void
+ob_dns_cb(void *arg, const struct dns_result *r)
+{
+    struct ob_conn *cn = arg;
+
+    if (r->status != DNS_OK) {
+        switch (r->status) {
+        case DNS_NULLMX:
+            ob_fail(cn, 1, "5.1.10", "%s", r->error);
+            break;
+        case DNS_NXDOMAIN:
+            ob_fail(cn, 1, "5.1.2", "%s", r->error);
+            break;
+        case DNS_NOHOST:
+            ob_fail(cn, 0, "4.4.4", "%s", r->error);
+            break;
+        case DNS_OK:
+        case DNS_TEMPFAIL:
+            ob_fail(cn, 0, "4.4.3", "%s", r->error);
+            break;
+        }
+        cn->mx = NULL;
+        snprintf(cn->remote, sizeof(cn->remote), "%s", "");
+        ob_conn_failed(cn);
+        return;
+    }
+    cn->mx = malloc(sizeof(*cn->mx));
+    if (cn->mx == NULL) {
+        ob_fail(cn, 0, "4.3.0", "out of memory");
+        ob_conn_failed(cn);
+        return;
+    }
+    memcpy(cn->mx, r, sizeof(*r));
+    ob_fail(cn, 0, "4.4.1", "no MX host of %s could be reached",
+            cn->dest->domain);
+    ob_conn_try(cn);
+}
+
+static void
+ob_conn_start(struct outbound *ob, struct ob_dest *d)
+{
+    struct ob_conn *cn = calloc(1, sizeof(*cn));
+    int rc;
+
+    if (cn == NULL)
+        return;
+    cn->ob = ob;
+    cn->dest = d;
+    cn->next = ob->conn_list;
+    if (ob->conn_list)
+        ob->conn_list->prev = cn;
+    ob->conn_list = cn;
+    d->conns++;
+    ob->conns++;
+    ob_set_idle(cn, 1);
+    if (ob->smarthost[0] && !ob->smarthost_mx)
+        rc = dns_host(ob->dns, ob->smarthost, ob_dns_cb, cn);
+    else
+        rc = dns_mx(ob->dns, d->domain, ob_dns_cb, cn);
+    if (rc != 0) {
+        ob_fail(cn, 0, "4.3.0", "cannot start a DNS lookup for %s: %s",
+                d->domain, rm_strerror(rc));
+        ob_conn_failed(cn);
+    }
+}
+
+/* Start connections where jobs wait and the limits allow. */
+static void
+ob_dispatch(struct outbound *ob)
+{
+    const struct node_config *cfg = ob->n->cfg;
+    struct ob_dest **pp = &ob->ready, *d;
+    int64_t now = ob_now();
+
+    if (ob->closing || ob->dispatching)
+        return;
+    ob->dispatching = 1; /* ob_job_finish and friends call back here */
+    while ((d = *pp) != NULL) {
+        struct ob_job *j;
+        if (d->njobs == 0) {
+            *pp = d->rnext;
+            d->in_ready = 0;
+            continue;
+        }
+        if (d->dead_until > now) {
+            /* Down a moment ago: no new connection; what waits gets the
+               same answer unless a working connection takes it. */
+            while (d->working == 0 && (j = ob_dest_pop(d)) != NULL) {
+                ob_job_set_all(j, d->dead_perm, d->dead_status, d->dead_text);
+                ob_job_finish(j);
+            }
+            pp = &d->rnext;
+            continue;
+        }
+        while (d->njobs > d->idle &&
+               d->conns < cfg->delivery_concurrency_dest &&
+               ob->conns < cfg->delivery_concurrency)
+            ob_conn_start(ob, d);
+        if (ob->conns >= cfg->delivery_concurrency)
+            break;
+        pp = &d->rnext;
+    }
+    ob->dispatching = 0;
+}
+
+/* ---- life ----------------------------------------------------------- */
+
+int
+outbound_new(struct node *n, struct outbound **out)
+{
+    const struct node_config *cfg = n->cfg;
+    struct outbound *ob = calloc(1, sizeof(*ob));
+    char err[256];
+    int rc;
+
+    if (ob == NULL)
+        return -ENOMEM;
+    ob->n = n;
+    ob->active = calloc(OB_HASH_BUCKETS, sizeof(*ob->active));
+    ob->dests = calloc(OB_DEST_BUCKETS, sizeof(*ob->dests));
+    if (ob->active == NULL || ob->dests == NULL) {
+        free(ob->active);
+        free(ob->dests);
+        free(ob);
+        return -ENOMEM;
+    }
+    snprintf(ob->helo, sizeof(ob->helo), "%s",
+             cfg->delivery_helo && cfg->delivery_helo[0] ? cfg->delivery_helo
+                                                         : cfg->hostname);
+    if (node_config_smarthost(cfg, ob->smarthost, sizeof(ob->smarthost),
+                              &ob->smarthost_port, &ob->smarthost_mx) != 0)
+        ob->smarthost[0] = '\0';
+    rc = dns_new(n->loop, cfg->dns_server, &ob->dns, err, sizeof(err));
+    if (rc != 0) {
+        log_err("event=delivery.dns_failed err=\"%s\"", err);
+        free(ob->active);
+        free(ob->dests);
+        free(ob);
+        return RM_E_CONFIG;
+    }
+    if (cfg->delivery_tls != NODE_DTLS_NONE ||
+        (cfg->delivery_tls_policy && cfg->delivery_tls_policy[0]) ||
+        ob->smarthost[0]) {
+        rc = tls_client_new(&ob->tls, err, sizeof(err));
+        if (rc != 0) {
+            log_err("event=delivery.tls_failed err=\"%s\" "
+                    "hint=\"outbound mail goes without STARTTLS\"",
+                    err);
+            ob->tls = NULL;
+        }
+    }
+    uv_timer_init(n->loop, &ob->wake);
+    uv_timer_init(n->loop, &ob->scan_soon);
+    ob->wake.data = ob;
+    ob->scan_soon.data = ob;
+    ob->handles = 2;
+    log_info("event=delivery.ready dns=%s smarthost=%s port=%u tls=%s",
+             cfg->dns_server && cfg->dns_server[0] ? cfg->dns_server : "system",
+             ob->smarthost[0] ? ob->smarthost : "none",
+             ob->smarthost[0] ? ob->smarthost_port : cfg->delivery_port,
+             ob->tls ? "yes" : "no");
+    *out = ob;
+    outbound_kick(ob);
+    return 0;
+}
+
+void
+outbound_get_stats(const struct outbound *o, struct outbound_stats *s)
+{
+    *s = o->st;
+    s->active = o->nactive;
+    s->conns_now = o->conns;
+}
+
+static void
+ob_free_all(struct outbound *ob)
+{
+    for (size_t b = 0; b < OB_DEST_BUCKETS; b++) {
+        struct ob_dest *d = ob->dests[b], *dn;
+        for (; d; d = dn) {
+            struct ob_job *j, *jn;
+            dn = d->hnext;
+            for (j = d->head; j; j = jn) {
+                jn = j->next;
+                ob_job_free(j);
+            }
+            free(d->domain);
+            free(d);
+        }
+    }
+    for (size_t b = 0; b < OB_HASH_BUCKETS; b++) {
+        struct ob_key *k = ob->active[b], *kn;
+        for (; k; k = kn) {
+            kn = k->next;
+            free(k);
+        }
+    }
+    free(ob->active);
+    free(ob->dests);
+    if (ob->tls)
+        tls_client_free(ob->tls);
+    free(ob);
+}
+
+static void
+ob_close_cb(uv_handle_t *h)
+{
+    struct outbound *ob = h->data;
+
+    if (--ob->handles == 0)
+        ob_free_all(ob);
+}
+
+void
+outbound_close(struct outbound *o)
+{
+    if (o == NULL)
+        return;
+    o->closing = 1;
+    while (o->conn_list != NULL)
+        ob_conn_free(o->conn_list);
+    uv_timer_stop(&o->wake);
+    uv_timer_stop(&o->scan_soon);
+    dns_free(o->dns);
+    o->dns = NULL;
+    uv_close((uv_handle_t *)&o->wake, ob_close_cb);
+    uv_close((uv_handle_t *)&o->scan_soon, ob_close_cb);
+}
