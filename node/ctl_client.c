@@ -753,6 +753,7 @@ ctl_read_line(int fd, char *out, size_t outsz, size_t *len)
 {
     size_t n = 0;
 
+    *len = 0;
     for (;;) {
         char c;
         ssize_t r = read(fd, &c, 1);
@@ -801,7 +802,7 @@ static int
 ctl_password(const char *addr, char *pw, size_t pwsz, size_t *len)
 {
     char again[CTL_PW_MAX + 2], prompt[600];
-    size_t alen;
+    size_t alen = 0;
     int r;
 
     if (!isatty(STDIN_FILENO)) {

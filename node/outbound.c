@@ -1429,11 +1429,17 @@ outbound_new(struct node *n, struct outbound **out)
     ob->wake.data = ob;
     ob->scan_soon.data = ob;
     ob->handles = 2;
-    log_info("event=delivery.ready dns=%s smarthost=%s port=%u tls=%s",
+    log_info("event=delivery.ready dns=%s smarthost=%s port=%u tls=%s%s",
              cfg->dns_server && cfg->dns_server[0] ? cfg->dns_server : "system",
              ob->smarthost[0] ? ob->smarthost : "none",
              ob->smarthost[0] ? ob->smarthost_port : cfg->delivery_port,
-             ob->tls ? "yes" : "no");
+             ob->tls == NULL                                ? "none"
+             : cfg->delivery_tls == NODE_DTLS_REQUIRED      ? "required"
+             : cfg->delivery_tls == NODE_DTLS_OPPORTUNISTIC ? "opportunistic"
+                                                            : "none",
+             cfg->delivery_tls_policy && cfg->delivery_tls_policy[0]
+                 ? " tls_policy=set"
+                 : "");
     *out = ob;
     outbound_kick(ob);
     return 0;
