@@ -42,6 +42,7 @@
 #define OB_HASH_BUCKETS 65536
 #define OB_DEST_BUCKETS 4096
 #define OB_TEXT_MAX 600
+#define OB_REMOTE_MAX (DNS_NAME_MAX + INET6_ADDRSTRLEN + 16)
 #define OB_DEAD_SECS                                                           \
     60 /* a destination nobody answered for: jobs that                         \
           arrive within this are deferred at once */
@@ -80,8 +81,14 @@ struct ob_job {
     struct buf data;
     struct smtpc_rcpt *crcpts;
     struct smtpc_txn txn;
-    char remote[300]; /* "host[addr]:port" it went to */
+    char remote[OB_REMOTE_MAX];     /* "host[addr]:port" it went to */
+    char remote_host[DNS_NAME_MAX]; /* its name, for Remote-MTA */
     int dsn_offered;
+    /* the outcomes, while their transaction is with the store (kept to
+       try again when it fails) */
+    struct store_qresult *res;
+    char (*hist)[OB_TEXT_MAX + 400];
+    struct ob_job *retry_next;
     /* the report, while its transaction is with the store */
     struct buf report;
     struct store_msg rmsg;
@@ -116,7 +123,8 @@ struct ob_conn {
     size_t host_i, addr_i;
     struct smtpc *c;
     struct ob_job *job;
-    char remote[300];
+    char remote[OB_REMOTE_MAX];
+    char remote_host[DNS_NAME_MAX];
     /* the last failure, reported when every host failed */
     int fail_perm;
     char fail_status[16];
@@ -137,7 +145,9 @@ struct outbound {
     uv_timer_t scan_soon; /* a coalesced scan */
     int64_t wake_at;      /* unix seconds the wake timer is set for */
     int64_t last_scan_ms;
-    int backlog; /* due entries left out: the active set was full */
+    int backlog;      /* due entries left out: the active set was full */
+    uv_timer_t retry; /* failed result writes, again */
+    struct ob_job *retry_jobs; /* their jobs, outcomes kept */
     int closing;
     int dispatching;
     int handles; /* open uv handles */
@@ -146,6 +156,7 @@ struct outbound {
     struct ob_dest **dests;
     size_t ndests;
     struct ob_dest *ready; /* destinations with jobs waiting */
+    struct ob_dest **ready_tail;
     struct ob_conn *conn_list;
     unsigned conns;
     struct outbound_stats st;
@@ -295,6 +306,8 @@ ob_job_free(struct ob_job *j)
     }
     free(j->rcpts);
     free(j->crcpts);
+    free(j->res);
+    free(j->hist);
     free(j->mail_from);
     free(j->envid);
     buf_cleanup(&j->data);
@@ -308,8 +321,10 @@ ob_ready(struct outbound *ob, struct ob_dest *d)
     if (d->in_ready)
         return;
     d->in_ready = 1;
-    d->rnext = ob->ready;
-    ob->ready = d;
+    /* At the tail: destinations take turns, none starves. */
+    d->rnext = NULL;
+    *ob->ready_tail = d;
+    ob->ready_tail = &d->rnext;
 }
 
 static void
@@ -597,7 +612,7 @@ ob_user_cb(void *arg, const struct store_user *u)
    postmaster when there is no such user) or out. */
 static void
 ob_report_route(struct outbound *ob, const char *addr, struct store_rcpt *r,
-                char *mailbox, size_t mbsz)
+                char *mailbox, size_t mbsz, int double_bounce)
 {
     const struct node_config *cfg = ob->n->cfg;
     const char *at = strrchr(addr, '@');
@@ -606,7 +621,9 @@ ob_report_route(struct outbound *ob, const char *addr, struct store_rcpt *r,
 
     memset(r, 0, sizeof(*r));
     r->addr = addr;
-    r->notify = STORE_NOTIFY_NEVER; /* never a report about a report */
+    /* A report that fails is reported to the postmaster (the null sender
+       path in ob_report); one to the postmaster is never reported. */
+    r->notify = double_bounce ? STORE_NOTIFY_NEVER : 0;
     if (at == NULL || !node_config_local_domain(cfg, at + 1, strlen(at + 1))) {
         r->route = STORE_ROUTE_REMOTE;
         return;
@@ -663,6 +680,10 @@ ob_report(struct ob_job *j, const int *notice, int64_t retry_until)
         a = r->out == STORE_OUT_BOUNCED    ? DSN_FAILED
             : r->out == STORE_OUT_DEFERRED ? DSN_DELAYED
                                            : DSN_RELAYED;
+        /* About mail from the null sender: failures only (to the
+           postmaster, below). */
+        if (j->mail_from[0] == '\0' && a != DSN_FAILED)
+            continue;
         if (n == 0)
             first = a;
         memset(&dr[n], 0, sizeof(dr[n]));
@@ -670,7 +691,7 @@ ob_report(struct ob_job *j, const int *notice, int64_t retry_until)
         dr[n].orcpt = r->orcpt;
         dr[n].action = a;
         dr[n].status = r->status;
-        dr[n].remote_mta = j->remote[0] ? j->remote : NULL;
+        dr[n].remote_mta = j->remote_host[0] ? j->remote_host : NULL;
         dr[n].diagnostic = r->diag[0] ? r->diag : NULL;
         dr[n].last_attempt = ob_now();
         n++;
@@ -705,9 +726,18 @@ ob_report(struct ob_job *j, const int *notice, int64_t retry_until)
     rep.msgid_domain = cfg->hostname;
     buf_reset(&j->report);
     rc = dsn_compose(&rep, &j->report);
+    if (rc == RM_E_INVAL) {
+        /* A field the remote side chose (its host name) that a report
+           cannot carry: report without it rather than not at all. */
+        for (size_t i = 0; i < n; i++)
+            dr[i].remote_mta = NULL;
+        buf_reset(&j->report);
+        rc = dsn_compose(&rep, &j->report);
+    }
     if (rc != 0)
         return rc;
-    ob_report_route(ob, to, &j->rrcpt, j->rmailbox, sizeof(j->rmailbox));
+    ob_report_route(ob, to, &j->rrcpt, j->rmailbox, sizeof(j->rmailbox),
+                    double_bounce);
     store_qid_new(ob->n->store, j->rmsg.qid);
     j->rmsg.mail_from = "";
     j->rmsg.ret = STORE_RET_HDRS;
@@ -742,19 +772,43 @@ ob_backoff(const struct node_config *cfg, uint32_t attempts)
     return b < cfg->delivery_retry_max ? b : cfg->delivery_retry_max;
 }
 
+static void ob_results_submit(struct ob_job *j);
+
+static void
+ob_retry_cb(uv_timer_t *t)
+{
+    struct outbound *ob = t->data;
+    struct ob_job *list = ob->retry_jobs, *j;
+
+    ob->retry_jobs = NULL;
+    while ((j = list) != NULL) {
+        list = j->retry_next;
+        j->retry_next = NULL;
+        ob_results_submit(j);
+    }
+}
+
 static void
 ob_results_done(void *arg, int status)
 {
     struct ob_job *j = arg;
     struct outbound *ob = j->ob;
 
-    if (status != 0) {
-        /* Nothing was recorded: the entries stay due as they were and
-           the next scan takes them again. */
+    if (status != 0 && !ob->closing) {
+        /* Nothing was recorded (a full disk, say). Keep the outcomes and
+           the entries in the active set, and write them again later:
+           sending the message again would duplicate it for the
+           recipients that have it. */
         log_err("event=delivery.record_failed qid=%s err=\"%s\" "
-                "hint=\"the attempt will be repeated\"",
+                "retry_in=5s",
                 j->qid, rm_strerror(status));
-    } else if (j->rmsg.nrcpts > 0 && !ob->closing) {
+        j->retry_next = ob->retry_jobs;
+        ob->retry_jobs = j;
+        if (!uv_is_active((uv_handle_t *)&ob->retry))
+            uv_timer_start(&ob->retry, ob_retry_cb, 5000, 0);
+        return;
+    }
+    if (status == 0 && j->rmsg.nrcpts > 0 && !ob->closing) {
         ob->st.reports++;
         if (j->rrcpt.route == STORE_ROUTE_LOCAL) {
             uint32_t zero = 0;
@@ -765,11 +819,20 @@ ob_results_done(void *arg, int status)
     }
     for (size_t i = 0; i < j->nrcpts; i++)
         ob_active_del(ob, j->qid, j->rcpts[i].idx);
-    if (status != 0 && !ob->closing)
-        ob_wake_at(ob, ob_now() + 5);
     ob_job_free(j);
-    if (!ob->closing && ob->backlog && ob->nactive < OB_ACTIVE_MAX / 2)
-        outbound_kick(ob);
+    if (!ob->closing && ob->backlog && ob->nactive < OB_ACTIVE_MAX / 2 &&
+        !uv_is_active((uv_handle_t *)&ob->scan_soon))
+        uv_timer_start(&ob->scan_soon, ob_scan_soon_cb, 10, 0);
+}
+
+static void
+ob_results_submit(struct ob_job *j)
+{
+    int rc = store_queue_results(j->ob->n->store, j->res, j->nrcpts,
+                                 j->rmsg.nrcpts ? &j->rmsg : NULL,
+                                 ob_results_done, j);
+    if (rc != 0)
+        ob_results_done(j, rc);
 }
 
 /* Every recipient of j has an outcome: record them (and the report) in
@@ -779,14 +842,26 @@ ob_job_finish(struct ob_job *j)
 {
     struct outbound *ob = j->ob;
     const struct node_config *cfg = ob->n->cfg;
-    struct store_qresult res[OB_JOB_RCPTS];
-    char hist[OB_JOB_RCPTS][OB_TEXT_MAX + 400];
+    struct store_qresult *res;
+    char(*hist)[OB_TEXT_MAX + 400];
     int notice[OB_JOB_RCPTS];
     int64_t now = ob_now(), expire = j->arrival + cfg->delivery_lifetime;
     int64_t next_min = INT64_MAX;
     double delay;
     int rc;
 
+    res = j->res = calloc(j->nrcpts, sizeof(*j->res));
+    hist = j->hist = calloc(j->nrcpts, sizeof(*j->hist));
+    if (res == NULL || hist == NULL) {
+        /* Without memory to record them the entries stay due; the next
+           scan takes them again. */
+        log_err("event=delivery.out_of_memory qid=%s", j->qid);
+        for (size_t i = 0; i < j->nrcpts; i++)
+            ob_active_del(ob, j->qid, j->rcpts[i].idx);
+        ob_job_free(j);
+        ob_wake_at(ob, now + 5);
+        return;
+    }
     delay = (double)(now - j->arrival);
     {
         /* The queue id counts microseconds since the epoch (<< 8): a
@@ -800,7 +875,8 @@ ob_job_finish(struct ob_job *j)
     for (size_t i = 0; i < j->nrcpts; i++) {
         struct ob_rcpt *r = &j->rcpts[i];
         unsigned nf = r->notify;
-        int want_fail = nf == 0 || (nf & STORE_NOTIFY_FAILURE);
+        unsigned kw = nf & 0x0f; /* the DSN keywords, not our flags */
+        int want_fail = kw == 0 || (kw & STORE_NOTIFY_FAILURE);
 
         if (!r->done)
             ob_rcpt_set(r, STORE_OUT_DEFERRED, "4.3.0",
@@ -868,7 +944,7 @@ ob_job_finish(struct ob_job *j)
             if (cfg->delivery_delay_notice > 0 &&
                 now - j->arrival >= (int64_t)cfg->delivery_delay_notice &&
                 !(nf & STORE_NOTIFY_DELAY_SENT) && !(nf & STORE_NOTIFY_NEVER) &&
-                (nf == 0 || (nf & STORE_NOTIFY_DELAY))) {
+                (kw == 0 || (kw & STORE_NOTIFY_DELAY))) {
                 notice[i] = 1;
                 res[i].set_notify = STORE_NOTIFY_DELAY_SENT;
             }
@@ -884,6 +960,7 @@ ob_job_finish(struct ob_job *j)
                 rm_strerror(rc));
         memset(&j->rmsg, 0, sizeof(j->rmsg));
         for (size_t i = 0; i < j->nrcpts; i++) {
+            res[i].set_notify = 0; /* no notice was sent */
             if (res[i].outcome == STORE_OUT_BOUNCED) {
                 res[i].outcome = STORE_OUT_DEFERRED;
                 res[i].next_try = now + cfg->delivery_retry_first;
@@ -893,16 +970,7 @@ ob_job_finish(struct ob_job *j)
             }
         }
     }
-    if (j->rmsg.nrcpts == 0 && j->mail_from[0] == '\0') {
-        /* nothing: never a report to the null sender */
-    }
-    rc = store_queue_results(ob->n->store, res, j->nrcpts,
-                             j->rmsg.nrcpts ? &j->rmsg : NULL, ob_results_done,
-                             j);
-    if (rc != 0) {
-        ob_results_done(j, rc);
-        return;
-    }
+    ob_results_submit(j);
     ob_wake_at(ob, next_min);
 }
 
@@ -964,6 +1032,7 @@ ob_conn_failed(struct ob_conn *cn)
         j = cn->job;
         cn->job = NULL;
         snprintf(j->remote, sizeof(j->remote), "%s", cn->remote);
+        snprintf(j->remote_host, sizeof(j->remote_host), "%s", cn->remote_host);
         ob_job_set_all(j, cn->fail_perm, cn->fail_status, cn->fail_text);
         ob_job_finish(j);
     }
@@ -1103,6 +1172,7 @@ ob_conn_next_job(struct ob_conn *cn)
     cn->job = j;
     cn->job_specific = 0;
     snprintf(j->remote, sizeof(j->remote), "%s", cn->remote);
+    snprintf(j->remote_host, sizeof(j->remote_host), "%s", cn->remote_host);
     free(j->crcpts);
     j->crcpts = calloc(j->nrcpts, sizeof(*j->crcpts));
     if (j->crcpts == NULL) {
@@ -1187,8 +1257,10 @@ ob_ready_cb(void *arg, struct smtpc *c, int status, const struct smtpc_reply *r)
     if (status == SMTPC_E_REPLY && r != NULL && r->code != 0) {
         ob_reply_text(r, text, sizeof(text));
         dsn_status_from_reply(r->code, r->enh, st);
-        ob_fail(cn, r->code >= 500, st, "host %s refused to talk to me: %s",
-                cn->remote, text);
+        /* Temporary even for a 5xx: another host, or the same one later
+           (a wrong smarthost password must not bounce mail). */
+        ob_fail(cn, 0, r->code >= 500 ? "4.4.2" : st,
+                "host %s refused to talk to me: %s", cn->remote, text);
     } else if (status == SMTPC_E_TLS) {
         ob_fail(cn, 0, "4.7.5",
                 "TLS with %s failed or is not offered "
@@ -1240,6 +1312,7 @@ ob_conn_try(struct ob_conn *cn)
                   sizeof(ip));
     }
     snprintf(cn->remote, sizeof(cn->remote), "%s[%s]:%u", h->name, ip, port);
+    snprintf(cn->remote_host, sizeof(cn->remote_host), "%s", h->name);
     lvl = node_config_tls_for(cfg, cn->dest->domain);
     memset(&o, 0, sizeof(o));
     o.helo = ob->helo;
@@ -1295,7 +1368,8 @@ ob_dns_cb(void *arg, const struct dns_result *r)
             break;
         }
         cn->mx = NULL;
-        snprintf(cn->remote, sizeof(cn->remote), "%s", "");
+        cn->remote[0] = '\0';
+        cn->remote_host[0] = '\0';
         ob_conn_failed(cn);
         return;
     }
@@ -1311,14 +1385,22 @@ ob_dns_cb(void *arg, const struct dns_result *r)
     ob_conn_try(cn);
 }
 
-static void
+/* 0, or -1 when no connection could be started (the failure has been
+   dealt with: the destination is marked down). */
+static int
 ob_conn_start(struct outbound *ob, struct ob_dest *d)
 {
     struct ob_conn *cn = calloc(1, sizeof(*cn));
     int rc;
 
-    if (cn == NULL)
-        return;
+    if (cn == NULL) {
+        log_err("event=delivery.out_of_memory dest=%s", d->domain);
+        d->dead_until = ob_now() + 1;
+        d->dead_perm = 0;
+        snprintf(d->dead_status, sizeof(d->dead_status), "4.3.0");
+        snprintf(d->dead_text, sizeof(d->dead_text), "out of memory");
+        return -1;
+    }
     cn->ob = ob;
     cn->dest = d;
     cn->next = ob->conn_list;
@@ -1333,10 +1415,12 @@ ob_conn_start(struct outbound *ob, struct ob_dest *d)
     else
         rc = dns_mx(ob->dns, d->domain, ob_dns_cb, cn);
     if (rc != 0) {
-        ob_fail(cn, 0, "4.3.0", "cannot start a DNS lookup for %s: %s",
-                d->domain, rm_strerror(rc));
+        ob_fail(cn, rc == RM_E_INVAL, rc == RM_E_INVAL ? "5.1.2" : "4.3.0",
+                "cannot look up %s: %s", d->domain, rm_strerror(rc));
         ob_conn_failed(cn);
+        return -1;
     }
+    return 0;
 }
 
 /* Start connections where jobs wait and the limits allow. */
@@ -1354,6 +1438,8 @@ ob_dispatch(struct outbound *ob)
         struct ob_job *j;
         if (d->njobs == 0) {
             *pp = d->rnext;
+            if (*pp == NULL)
+                ob->ready_tail = pp;
             d->in_ready = 0;
             continue;
         }
@@ -1369,8 +1455,9 @@ ob_dispatch(struct outbound *ob)
         }
         while (d->njobs > d->idle &&
                d->conns < cfg->delivery_concurrency_dest &&
-               ob->conns < cfg->delivery_concurrency)
-            ob_conn_start(ob, d);
+               ob->conns < cfg->delivery_concurrency && d->dead_until <= now)
+            if (ob_conn_start(ob, d) != 0)
+                break;
         if (ob->conns >= cfg->delivery_concurrency)
             break;
         pp = &d->rnext;
@@ -1391,6 +1478,7 @@ outbound_new(struct node *n, struct outbound **out)
     if (ob == NULL)
         return -ENOMEM;
     ob->n = n;
+    ob->ready_tail = &ob->ready;
     ob->active = calloc(OB_HASH_BUCKETS, sizeof(*ob->active));
     ob->dests = calloc(OB_DEST_BUCKETS, sizeof(*ob->dests));
     if (ob->active == NULL || ob->dests == NULL) {
@@ -1426,9 +1514,11 @@ outbound_new(struct node *n, struct outbound **out)
     }
     uv_timer_init(n->loop, &ob->wake);
     uv_timer_init(n->loop, &ob->scan_soon);
+    uv_timer_init(n->loop, &ob->retry);
     ob->wake.data = ob;
     ob->scan_soon.data = ob;
-    ob->handles = 2;
+    ob->retry.data = ob;
+    ob->handles = 3;
     log_info("event=delivery.ready dns=%s smarthost=%s port=%u tls=%s%s",
              cfg->dns_server && cfg->dns_server[0] ? cfg->dns_server : "system",
              ob->smarthost[0] ? ob->smarthost : "none",
@@ -1506,4 +1596,12 @@ outbound_close(struct outbound *o)
     o->dns = NULL;
     uv_close((uv_handle_t *)&o->wake, ob_close_cb);
     uv_close((uv_handle_t *)&o->scan_soon, ob_close_cb);
+    uv_timer_stop(&o->retry);
+    uv_close((uv_handle_t *)&o->retry, ob_close_cb);
+    while (o->retry_jobs != NULL) {
+        /* Never recorded: the entries stay due in the store. */
+        struct ob_job *j = o->retry_jobs;
+        o->retry_jobs = j->retry_next;
+        ob_job_free(j);
+    }
 }
