@@ -43,9 +43,12 @@
 #define OB_DEST_BUCKETS 4096
 #define OB_TEXT_MAX 600
 #define OB_REMOTE_MAX (DNS_NAME_MAX + INET6_ADDRSTRLEN + 16)
-#define OB_DEAD_SECS                                                           \
-    60 /* a destination nobody answered for: jobs that                         \
-          arrive within this are deferred at once */
+/* A destination nobody answered for: jobs that arrive within this are
+   deferred at once. */
+#define OB_DEAD_SECS 60
+/* An idle session waits this long for more mail to its destination
+   before QUIT (as Postfix's connection cache does). */
+#define OB_PARK_MS 2000
 
 struct ob_rcpt {
     uint32_t idx;
@@ -102,10 +105,11 @@ struct ob_dest {
     struct ob_job *head, *tail;
     struct ob_dest *rnext; /* in outbound.ready */
     int in_ready;
-    size_t njobs;     /* waiting in the queue */
-    unsigned conns;   /* open or opening */
-    unsigned idle;    /* conns not yet holding a job */
-    unsigned working; /* conns with a session ready */
+    size_t njobs;           /* waiting in the queue */
+    unsigned conns;         /* open or opening */
+    unsigned idle;          /* conns not yet holding a job */
+    unsigned working;       /* conns with a session ready */
+    struct ob_conn *parked; /* idle sessions, newest first */
     int64_t dead_until;
     int dead_perm;
     char dead_status[16];
@@ -119,6 +123,9 @@ struct ob_conn {
     int idle;         /* counted in dest->idle (holds no job) */
     int working;      /* counted in dest->working (session ready) */
     int job_specific; /* the failure is the job's (size, SMTPUTF8) */
+    int parked;       /* idle session kept for the next job */
+    uint64_t parked_at;
+    struct ob_conn *pnext; /* in dest->parked */
     struct dns_result *mx;
     size_t host_i, addr_i;
     struct smtpc *c;
@@ -147,6 +154,8 @@ struct outbound {
     int64_t last_scan_ms;
     int backlog;      /* due entries left out: the active set was full */
     uv_timer_t retry; /* failed result writes, again */
+    uv_timer_t sweep; /* QUIT for sessions parked too long */
+    unsigned nparked;
     struct ob_job *retry_jobs; /* their jobs, outcomes kept */
     int closing;
     int dispatching;
@@ -977,9 +986,29 @@ ob_job_finish(struct ob_job *j)
 /* ---- connections ---------------------------------------------------- */
 
 static void
+ob_unpark(struct ob_conn *cn)
+{
+    struct ob_conn **pp = &cn->dest->parked;
+
+    if (!cn->parked)
+        return;
+    for (; *pp != NULL; pp = &(*pp)->pnext) {
+        if (*pp == cn) {
+            *pp = cn->pnext;
+            break;
+        }
+    }
+    cn->parked = 0;
+    cn->pnext = NULL;
+    cn->ob->nparked--;
+}
+
+static void
 ob_conn_free(struct ob_conn *cn)
 {
     struct outbound *ob = cn->ob;
+
+    ob_unpark(cn);
 
     if (cn->c != NULL)
         smtpc_quit(cn->c);
@@ -1139,6 +1168,28 @@ ob_txn_cb(void *arg, struct smtpc *c, struct smtpc_txn *t,
         ob_conn_free(cn);
 }
 
+/* Sessions parked longer than OB_PARK_MS say QUIT. */
+static void
+ob_sweep_cb(uv_timer_t *t)
+{
+    struct outbound *ob = t->data;
+    uint64_t now = uv_now(ob->n->loop);
+    struct ob_conn *cn = ob->conn_list, *next;
+
+    /* No dispatch while walking the list: it could free the next one. */
+    ob->dispatching = 1;
+    for (; cn != NULL; cn = next) {
+        next = cn->next;
+        if (cn->parked &&
+            (now - cn->parked_at >= OB_PARK_MS || !smtpc_usable(cn->c)))
+            ob_conn_free(cn);
+    }
+    ob->dispatching = 0;
+    if (ob->nparked == 0)
+        uv_timer_stop(&ob->sweep);
+    ob_dispatch(ob);
+}
+
 /* A ready connection takes the next job of its destination, or ends. */
 static void
 ob_conn_next_job(struct ob_conn *cn)
@@ -1148,6 +1199,21 @@ ob_conn_next_job(struct ob_conn *cn)
     int rc;
 
     for (;;) {
+        if (!cn->ob->closing && d->head == NULL && cn->c != NULL &&
+            smtpc_usable(cn->c)) {
+            /* Nothing to send now: keep the session a moment for the
+               next message to this destination. */
+            struct outbound *ob = cn->ob;
+            cn->parked = 1;
+            cn->parked_at = uv_now(ob->n->loop);
+            cn->pnext = d->parked;
+            d->parked = cn;
+            ob->nparked++;
+            if (!uv_is_active((uv_handle_t *)&ob->sweep))
+                uv_timer_start(&ob->sweep, ob_sweep_cb, OB_PARK_MS / 2,
+                               OB_PARK_MS / 2);
+            return;
+        }
         if (cn->ob->closing || (j = ob_dest_pop(d)) == NULL) {
             ob_conn_free(cn);
             return;
@@ -1453,6 +1519,14 @@ ob_dispatch(struct outbound *ob)
             pp = &d->rnext;
             continue;
         }
+        while (d->parked != NULL && d->njobs > 0) {
+            struct ob_conn *cn = d->parked;
+            ob_unpark(cn);
+            if (smtpc_usable(cn->c))
+                ob_conn_next_job(cn);
+            else
+                ob_conn_free(cn);
+        }
         while (d->njobs > d->idle &&
                d->conns < cfg->delivery_concurrency_dest &&
                ob->conns < cfg->delivery_concurrency && d->dead_until <= now)
@@ -1515,10 +1589,12 @@ outbound_new(struct node *n, struct outbound **out)
     uv_timer_init(n->loop, &ob->wake);
     uv_timer_init(n->loop, &ob->scan_soon);
     uv_timer_init(n->loop, &ob->retry);
+    uv_timer_init(n->loop, &ob->sweep);
+    ob->sweep.data = ob;
     ob->wake.data = ob;
     ob->scan_soon.data = ob;
     ob->retry.data = ob;
-    ob->handles = 3;
+    ob->handles = 4;
     log_info("event=delivery.ready dns=%s smarthost=%s port=%u tls=%s%s",
              cfg->dns_server && cfg->dns_server[0] ? cfg->dns_server : "system",
              ob->smarthost[0] ? ob->smarthost : "none",
@@ -1598,6 +1674,8 @@ outbound_close(struct outbound *o)
     uv_close((uv_handle_t *)&o->scan_soon, ob_close_cb);
     uv_timer_stop(&o->retry);
     uv_close((uv_handle_t *)&o->retry, ob_close_cb);
+    uv_timer_stop(&o->sweep);
+    uv_close((uv_handle_t *)&o->sweep, ob_close_cb);
     while (o->retry_jobs != NULL) {
         /* Never recorded: the entries stay due in the store. */
         struct ob_job *j = o->retry_jobs;

@@ -601,3 +601,19 @@ def test_failed_bounce_goes_to_postmaster(env):
     assert len(dsns(n, "postmaster@localhost")) == 1
     _, rcpts = report_fields(reports[0])
     assert rcpts[0]["Final-Recipient"].lower() == "rfc822; bob@dest.test"
+
+
+def test_idle_session_kept_for_the_next_message(env):
+    """Like Postfix's connection cache: a session with nothing to send waits
+    briefly for more mail to its destination, then says QUIT."""
+    srv = env.server(MX3)
+    n = env.node()
+    send(n, ["a@dest.test"])
+    wait_for(lambda: len(srv.messages) == 1, what="first delivery")
+    send(n, ["b@dest.test"])
+    wait_for(lambda: len(srv.messages) == 2, what="second delivery")
+    assert srv.connections == 1, srv.commands
+    time.sleep(3)  # past the 2 s it waits: the session is closed
+    send(n, ["c@dest.test"])
+    wait_for(lambda: len(srv.messages) == 3, what="third delivery")
+    assert srv.connections == 2, srv.commands
