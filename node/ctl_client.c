@@ -681,6 +681,13 @@ ctl_do_status(struct ctl_cli *cli)
                ctl_plural(ctl_u64(d, "auth_ok"), "login", "logins"),
                ctl_u64(d, "auth_failed"), ctl_u64(d, "ratelimited"));
     }
+    st = ctl_obj_get(d, "identity");
+    if (ctl_obj_type(st) == CTL_T_MAP) {
+        char fp[64], pk[64];
+        if (ctl_obj_get_str(st, "fingerprint", fp, sizeof(fp)) == 0 &&
+            ctl_obj_get_str(st, "public_key", pk, sizeof(pk)) == 0)
+            printf("node key    %s (ed25519 %s)\n", fp, pk);
+    }
     st = ctl_obj_get(d, "delivery");
     if (ctl_obj_type(st) == CTL_T_MAP) {
         printf("delivery    %" PRIu64 " delivered, %" PRIu64

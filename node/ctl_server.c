@@ -318,7 +318,7 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
         have_stats = 1;
     node_queue_outbound_stats(n->queue, &ob);
     ctl_enc_ok(e);
-    ctl_enc_map(e, 29);
+    ctl_enc_map(e, 30);
     ctl_enc_kstr(e, "version", RM_VERSION);
     ctl_enc_kstr(e, "hostname", cfg->hostname);
     ctl_enc_ku64(e, "pid", (uint64_t)getpid());
@@ -371,6 +371,11 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     ctl_enc_ku64(e, "auth_ok", n->stats.auth_ok);
     ctl_enc_ku64(e, "auth_failed", n->stats.auth_failed);
     ctl_enc_ku64(e, "ratelimited", n->stats.ratelimited);
+    ctl_enc_str(e, "identity");
+    ctl_enc_map(e, 3);
+    ctl_enc_kstr(e, "fingerprint", n->id.fingerprint);
+    ctl_enc_kstr(e, "public_key", n->id.pk_b64);
+    ctl_enc_kstr(e, "file", n->id.path);
     ctl_enc_str(e, "delivery");
     ctl_enc_map(e, 7);
     ctl_enc_ku64(e, "delivered", ob.delivered);

@@ -397,6 +397,11 @@ node_serve_main(int argc, char **argv)
                 rt->cfg.datadir, rm_strerror(r));
         goto out_close;
     }
+    r = node_identity_load(&rt->n.id, rt->cfg.datadir, err, sizeof(err));
+    if (r != 0) {
+        fprintf(stderr, "relaymesh: node key: %s\n", err);
+        goto out_close;
+    }
     r = tls_server_new(&rt->cfg, &rt->n.tls, err, sizeof(err));
     if (r != 0) {
         fprintf(stderr, "relaymesh: TLS: %s\n", err);
@@ -458,6 +463,7 @@ out_loop:
     tls_server_free(rt->n.tls);
     ratelimit_free(rt->n.rl);
     auth_cache_free(rt->n.auth);
+    node_identity_free(&rt->n.id);
 out_cfg:
     node_config_cleanup(&rt->cfg);
     free(rt);

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "node/node_config.h"
+#include "node/node_identity.h"
 #include "store/store.h"
 
 struct smtp_server;
@@ -50,6 +51,7 @@ struct node {
     struct tls_server *tls;  /* NULL: no TLS (then no STARTTLS, no smtps) */
     struct ratelimit *rl;    /* per-IP and per-user counters */
     struct auth_cache *auth; /* logins verified recently */
+    struct node_identity id; /* long-term key pair (<datadir>/node.key) */
     int64_t started;         /* unix seconds */
     int draining;            /* SIGTERM received */
     struct node_stats stats;

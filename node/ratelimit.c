@@ -81,8 +81,8 @@ ratelimit_size(const struct ratelimit *rl)
 static int
 rl_idle(const struct rl_entry *e, uint64_t now)
 {
-    return e->held == 0 &&
-           (e->count == 0 || now - e->win_start >= (uint64_t)e->window_s * 1000);
+    return e->held == 0 && (e->count == 0 ||
+                            now - e->win_start >= (uint64_t)e->window_s * 1000);
 }
 
 /* Drop entries that hold nothing: amortised over inserts. */

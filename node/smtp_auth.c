@@ -43,8 +43,7 @@ smtp_auth_b64(const char *in, size_t len, char *out, size_t outsz,
 int
 smtp_auth_b64_encode(const char *in, size_t len, char *out, size_t outsz)
 {
-    if (outsz <
-        sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL))
+    if (outsz < sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL))
         return -1;
     sodium_bin2base64(out, outsz, (const unsigned char *)in, len,
                       sodium_base64_VARIANT_ORIGINAL);
@@ -88,8 +87,8 @@ smtp_auth_plain(const char *msg, size_t len, struct smtp_auth_cred *out)
     plen = len - zlen - ulen - 2;
     if (ulen == 0)
         return SMTP_AUTH_FORM;
-    if ((e = smtp_auth_field(user, ulen, out->user, SMTP_AUTH_ID_MAX,
-                             NULL)) != SMTP_AUTH_OK)
+    if ((e = smtp_auth_field(user, ulen, out->user, SMTP_AUTH_ID_MAX, NULL)) !=
+        SMTP_AUTH_OK)
         return e;
     if ((e = smtp_auth_field(pass, plen, out->pass, SMTP_AUTH_PASS_MAX,
                              &out->passlen)) != SMTP_AUTH_OK) {

@@ -10,7 +10,7 @@
 
 /* RFC 4954 §4: a client response may be 12288 octets of base64. */
 #define SMTP_AUTH_LINE_MAX 12288
-#define SMTP_AUTH_ID_MAX 320   /* login name (an address) */
+#define SMTP_AUTH_ID_MAX 320 /* login name (an address) */
 #define SMTP_AUTH_PASS_MAX 1024
 
 enum smtp_auth_err {

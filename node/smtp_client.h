@@ -56,18 +56,18 @@ enum smtpc_tls {
 
 /* Client errors (status < 0 in callbacks); -errno for socket errors. */
 enum smtpc_err {
-    SMTPC_E_TIMEOUT = -30001,  /* a timeout of struct smtpc_opts fired */
-    SMTPC_E_CLOSED = -30002,   /* server closed the connection */
-    SMTPC_E_PROTO = -30003,    /* unparseable or over-long reply */
-    SMTPC_E_TLS = -30004,      /* STARTTLS required but not offered, or
-                                  the handshake failed */
-    SMTPC_E_REPLY = -30005,    /* greeting / EHLO / STARTTLS / AUTH / MAIL
-                                  / DATA refused: see the reply */
-    SMTPC_E_TOOBIG = -30006,   /* server's SIZE below the message size */
-    SMTPC_E_NOUTF8 = -30007,   /* needs SMTPUTF8, server lacks it */
+    SMTPC_E_TIMEOUT = -30001, /* a timeout of struct smtpc_opts fired */
+    SMTPC_E_CLOSED = -30002,  /* server closed the connection */
+    SMTPC_E_PROTO = -30003,   /* unparseable or over-long reply */
+    SMTPC_E_TLS = -30004,     /* STARTTLS required but not offered, or
+                                 the handshake failed */
+    SMTPC_E_REPLY = -30005,   /* greeting / EHLO / STARTTLS / AUTH / MAIL
+                                 / DATA refused: see the reply */
+    SMTPC_E_TOOBIG = -30006,  /* server's SIZE below the message size */
+    SMTPC_E_NOUTF8 = -30007,  /* needs SMTPUTF8, server lacks it */
     SMTPC_E_NOMEM = -30008,
-    SMTPC_E_NOAUTH = -30009    /* credentials set, but the server offers
-                                  no AUTH PLAIN (after TLS) */
+    SMTPC_E_NOAUTH = -30009 /* credentials set, but the server offers
+                               no AUTH PLAIN (after TLS) */
 };
 const char *smtpc_strerror(int err);
 
@@ -178,13 +178,13 @@ void smtpc_quit(struct smtpc *c);
 #define SMTPC_REPLY_LINES_MAX 100
 
 struct smtpc_reply_parser {
-    int code;           /* code of the first line, 0 before */
-    unsigned lines;     /* lines consumed in this reply */
+    int code;       /* code of the first line, 0 before */
+    unsigned lines; /* lines consumed in this reply */
     struct smtpc_reply *r;
     /* EHLO keywords seen in this reply (filled when ehlo is set). */
     int ehlo;
-    unsigned ext;       /* SMTPC_EXT_* bits */
-    uint64_t size_max;  /* SIZE parameter; 0 none */
+    unsigned ext;      /* SMTPC_EXT_* bits */
+    uint64_t size_max; /* SIZE parameter; 0 none */
 };
 
 #define SMTPC_EXT_PIPELINING 0x01

@@ -387,7 +387,9 @@ def _copy_store(src, dst):
     os.makedirs(dst, mode=0o700)
     for name in os.listdir(src):
         p = os.path.join(src, name)
-        if name == "lock.mdb" or not stat.S_ISREG(os.lstat(p).st_mode):
+        # every node makes its own key pair (node.key) at first start
+        if name in ("lock.mdb", "node.key") or \
+                not stat.S_ISREG(os.lstat(p).st_mode):
             continue
         shutil.copy2(p, os.path.join(dst, name))
 
