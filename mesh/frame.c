@@ -5,7 +5,7 @@
  * msgpack-c's unpacker allocates an array or map's element storage from
  * the count in its header, before the elements arrive: a 5-byte input
  * claiming 2^32 elements would ask for ~100 GB. So every logical message is
- * first walked by frame_validate() (the same walk as node/ctl_codec.c),
+ * first walked by mpack_check() (common/, as for the control socket),
  * which checks the structure, the nesting depth and that no container
  * claims more elements than there are bytes left; only then is it handed
  * to msgpack_unpack().
@@ -16,6 +16,7 @@
 #include <msgpack.h>
 
 #include "common/rm_error.h"
+#include "common/mpack_check.h"
 #include "mesh/frame.h"
 
 /* ---- validation ----------------------------------------------------- */
@@ -28,89 +29,6 @@ frame_be(const uint8_t *p, size_t n)
     for (size_t i = 0; i < n; i++)
         v = v << 8 | p[i];
     return v;
-}
-
-/* Skip bytes and length bytes that follow the marker c (0xc1 is never
- * used: returns -1). Containers are handled by the caller. */
-static int
-frame_marker(uint8_t c, uint64_t *skip, uint64_t *lenbytes)
-{
-    static const struct {
-        uint8_t skip, lenbytes;
-    } tab[0x20] = {
-        [0x00] = {0, 0}, [0x02] = {0, 0}, [0x03] = {0, 0}, [0x04] = {0, 1},
-        [0x05] = {0, 2}, [0x06] = {0, 4}, [0x07] = {1, 1}, [0x08] = {1, 2},
-        [0x09] = {1, 4}, [0x0a] = {4, 0}, [0x0b] = {8, 0}, [0x0c] = {1, 0},
-        [0x0d] = {2, 0}, [0x0e] = {4, 0}, [0x0f] = {8, 0}, [0x10] = {1, 0},
-        [0x11] = {2, 0}, [0x12] = {4, 0}, [0x13] = {8, 0}, [0x14] = {2, 0},
-        [0x15] = {3, 0}, [0x16] = {5, 0}, [0x17] = {9, 0}, [0x18] = {17, 0},
-        [0x19] = {0, 1}, [0x1a] = {0, 2}, [0x1b] = {0, 4},
-    };
-
-    if (c == 0xc1)
-        return -1;
-    *skip = tab[c - 0xc0].skip;
-    *lenbytes = tab[c - 0xc0].lenbytes;
-    return 0;
-}
-
-/* 0 if p[0..len) is exactly one well-formed msgpack value within our
- * depth limit whose containers claim no more elements than bytes left;
- * RM_E_PROTO otherwise. */
-static int
-frame_validate(const uint8_t *p, size_t len)
-{
-    uint64_t stack[FRAME_DEPTH_MAX + 1];
-    int depth = 0;
-    size_t off = 0;
-
-    stack[0] = 1;
-    while (depth >= 0) {
-        uint64_t skip = 0, lenbytes = 0, children = 0;
-        uint8_t c;
-
-        if (stack[depth] == 0) {
-            depth--;
-            continue;
-        }
-        stack[depth]--;
-        if (off >= len)
-            return RM_E_PROTO;
-        c = p[off++];
-        if (c <= 0x7f || c >= 0xe0) {
-            /* fixint */
-        } else if (c <= 0x8f) {
-            children = 2 * (uint64_t)(c & 0x0f);
-        } else if (c <= 0x9f) {
-            children = c & 0x0f;
-        } else if (c <= 0xbf) {
-            skip = c & 0x1f;
-        } else if (c == 0xdc || c == 0xde || c == 0xdd || c == 0xdf) {
-            size_t n = c == 0xdc || c == 0xde ? 2 : 4;
-
-            if (len - off < n)
-                return RM_E_PROTO;
-            children = frame_be(p + off, n) * (c >= 0xde ? 2 : 1);
-            off += n;
-        } else if (frame_marker(c, &skip, &lenbytes) != 0) {
-            return RM_E_PROTO;
-        }
-        if (lenbytes) {
-            if (len - off < lenbytes)
-                return RM_E_PROTO;
-            skip += frame_be(p + off, (size_t)lenbytes);
-            off += (size_t)lenbytes;
-        }
-        if (skip > len - off)
-            return RM_E_PROTO;
-        off += (size_t)skip;
-        if (children) {
-            if (children > len - off || depth + 1 > FRAME_DEPTH_MAX)
-                return RM_E_PROTO;
-            stack[++depth] = children;
-        }
-    }
-    return off == len ? 0 : RM_E_PROTO;
 }
 
 /* ---- common --------------------------------------------------------- */
@@ -263,7 +181,7 @@ frame_encode_any(struct frame_tx *tx, const char *type, size_t tlen,
         return RM_E_INVAL;
     if (tx->dead)
         return RM_E_CLOSED;
-    if (frame_validate(body, body_len) != 0)
+    if (mpack_check(body, body_len, NULL, 0) != 0)
         return RM_E_INVAL;
     buf_reset(&tx->scratch);
     fp.b = &tx->scratch;
@@ -406,8 +324,7 @@ frame_rx_decode(struct frame_rx *rx, struct frame_msg *out)
     msgpack_object obj;
     unsigned seen = 0;
 
-    if (rx->msg.len == 0 ||
-        frame_validate((const uint8_t *)data, rx->msg.len) != 0)
+    if (rx->msg.len == 0 || mpack_check(data, rx->msg.len, NULL, 0) != 0)
         return RM_E_PROTO;
     if (msgpack_unpack(data, rx->msg.len, &off, &rx->zone, &obj) !=
             MSGPACK_UNPACK_SUCCESS ||

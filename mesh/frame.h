@@ -73,6 +73,7 @@
 #include <msgpack.h>
 
 #include "common/buf.h"
+#include "common/mpack_check.h"
 #include "mesh/noise.h"
 
 #define FRAME_VERSION 1
@@ -90,7 +91,7 @@
  * frame_rx_next() returned 0 at least FRAME_RX_FEED_MIN bytes fit. */
 #define FRAME_RX_BUF_MAX (2 * (FRAME_HDRLEN + NOISE_MSG_MAX))
 #define FRAME_RX_FEED_MIN (FRAME_HDRLEN + NOISE_MSG_MAX)
-#define FRAME_DEPTH_MAX 32 /* msgpack nesting (msgpack-c's own limit) */
+#define FRAME_DEPTH_MAX MPACK_DEPTH_MAX /* msgpack nesting (mpack_check) */
 
 /* Options; a zero field takes the default shown. Both sides of a
  * connection must use the same rekey_interval and nonce_limit. */

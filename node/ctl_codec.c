@@ -4,7 +4,7 @@
  * msgpack-c's unpacker allocates an array or map's element storage from
  * the count in its header, before the elements arrive: a 5-byte input
  * claiming 2^32 elements would ask for ~100 GB. So every payload is first
- * walked by ctl_validate(), which checks the structure, the nesting depth
+ * walked by mpack_check(), which checks the structure, the nesting depth
  * and that no container claims more elements than there are bytes left;
  * only then is it handed to msgpack_unpack_next().
  */
@@ -17,6 +17,7 @@
 #include <msgpack.h>
 
 #include "common/rm_error.h"
+#include "common/mpack_check.h"
 #include "node/ctl_codec.h"
 
 #define CTL_READ_CHUNK (64 * 1024)
@@ -171,161 +172,6 @@ ctl_reader_consume(struct ctl_reader *r)
     }
 }
 
-/* ---- validation ----------------------------------------------------- */
-
-static uint64_t
-ctl_be(const unsigned char *p, size_t n)
-{
-    uint64_t v = 0;
-
-    for (size_t i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-/* Check that p[0..len) is exactly one well-formed msgpack value within
-   our depth limit whose containers claim no more elements than bytes. */
-static int
-ctl_validate(const unsigned char *p, size_t len, char *err, size_t errsz)
-{
-    uint64_t stack[CTL_DEPTH_MAX + 1];
-    int depth = 0;
-    size_t off = 0;
-
-    stack[0] = 1;
-    while (depth >= 0) {
-        uint64_t skip = 0, lenbytes = 0, children = 0;
-        unsigned char c;
-
-        if (stack[depth] == 0) {
-            depth--;
-            continue;
-        }
-        stack[depth]--;
-        if (off >= len)
-            goto truncated;
-        c = p[off++];
-        if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
-            /* fixint, nil, bool */
-        } else if (c <= 0x8f) {
-            children = 2 * (uint64_t)(c & 0x0f);
-        } else if (c <= 0x9f) {
-            children = c & 0x0f;
-        } else if (c <= 0xbf) {
-            skip = c & 0x1f;
-        } else {
-            switch (c) {
-            case 0xc4:
-            case 0xd9:
-                lenbytes = 1;
-                break;
-            case 0xc5:
-            case 0xda:
-                lenbytes = 2;
-                break;
-            case 0xc6:
-            case 0xdb:
-                lenbytes = 4;
-                break;
-            case 0xc7:
-                lenbytes = 1;
-                skip = 1;
-                break;
-            case 0xc8:
-                lenbytes = 2;
-                skip = 1;
-                break;
-            case 0xc9:
-                lenbytes = 4;
-                skip = 1;
-                break;
-            case 0xca:
-                skip = 4;
-                break;
-            case 0xcb:
-                skip = 8;
-                break;
-            case 0xcc:
-            case 0xd0:
-                skip = 1;
-                break;
-            case 0xcd:
-            case 0xd1:
-                skip = 2;
-                break;
-            case 0xce:
-            case 0xd2:
-                skip = 4;
-                break;
-            case 0xcf:
-            case 0xd3:
-                skip = 8;
-                break;
-            case 0xd4:
-                skip = 2;
-                break;
-            case 0xd5:
-                skip = 3;
-                break;
-            case 0xd6:
-                skip = 5;
-                break;
-            case 0xd7:
-                skip = 9;
-                break;
-            case 0xd8:
-                skip = 17;
-                break;
-            case 0xdc:
-            case 0xde:
-                if (len - off < 2)
-                    goto truncated;
-                children = ctl_be(p + off, 2) * (c == 0xde ? 2 : 1);
-                off += 2;
-                break;
-            case 0xdd:
-            case 0xdf:
-                if (len - off < 4)
-                    goto truncated;
-                children = ctl_be(p + off, 4) * (c == 0xdf ? 2 : 1);
-                off += 4;
-                break;
-            default: /* 0xc1: never used */
-                snprintf(err, errsz, "invalid msgpack byte 0x%02x at %zu", c,
-                         off - 1);
-                return RM_E_PROTO;
-            }
-        }
-        if (lenbytes) {
-            if (len - off < lenbytes)
-                goto truncated;
-            skip += ctl_be(p + off, (size_t)lenbytes);
-            off += (size_t)lenbytes;
-        }
-        if (skip > len - off)
-            goto truncated;
-        off += (size_t)skip;
-        if (children) {
-            if (children > len - off)
-                goto truncated;
-            if (depth + 1 > CTL_DEPTH_MAX) {
-                snprintf(err, errsz, "nested deeper than %d levels",
-                         CTL_DEPTH_MAX);
-                return RM_E_PROTO;
-            }
-            stack[++depth] = children;
-        }
-    }
-    if (off != len) {
-        snprintf(err, errsz, "%zu bytes after the message", len - off);
-        return RM_E_PROTO;
-    }
-    return 0;
-truncated:
-    snprintf(err, errsz, "truncated msgpack (%zu bytes)", len);
-    return RM_E_PROTO;
-}
-
 /* Validate and unpack one value into a heap msgpack_unpacked. */
 static int
 ctl_unpack(const char *data, size_t len, msgpack_unpacked **out, char *err,
@@ -336,7 +182,7 @@ ctl_unpack(const char *data, size_t len, msgpack_unpacked **out, char *err,
     size_t off = 0;
     int rc;
 
-    if ((rc = ctl_validate((const unsigned char *)data, len, err, errsz)) != 0)
+    if ((rc = mpack_check((const unsigned char *)data, len, err, errsz)) != 0)
         return rc;
     if ((u = malloc(sizeof(*u))) == NULL) {
         snprintf(err, errsz, "out of memory");

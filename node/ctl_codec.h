@@ -22,13 +22,14 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/mpack_check.h"
 
 #define CTL_PROTO_VERSION 1
 #define CTL_HDR_LEN 4
 #define CTL_FRAME_MAX (16u * 1024 * 1024) /* payload bytes */
 #define CTL_CMD_MAX 64                    /* longest command name + NUL */
 #define CTL_ERROR_MAX 512                 /* error text kept by a decoder */
-#define CTL_DEPTH_MAX 32                  /* nesting of arrays and maps */
+#define CTL_DEPTH_MAX MPACK_DEPTH_MAX     /* nesting of arrays and maps */
 
 /* ---- frame reader --------------------------------------------------- */
 

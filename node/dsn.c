@@ -734,6 +734,20 @@ dsn_has_8bit(const char *p, size_t len)
     return 0;
 }
 
+const char *
+dsn_subject(const struct dsn_report *r)
+{
+    int delayed = 0;
+
+    for (size_t i = 0; i < r->nrcpts; i++) {
+        if (r->rcpts[i].action == DSN_FAILED)
+            return "Undelivered Mail Returned to Sender";
+        delayed |= r->rcpts[i].action == DSN_DELAYED;
+    }
+    return delayed ? "Delayed Mail (still being retried)"
+                   : "Successful Mail Delivery Report";
+}
+
 static int
 dsn_compose_all(const struct dsn_report *r, struct buf *out)
 {
@@ -746,12 +760,7 @@ dsn_compose_all(const struct dsn_report *r, struct buf *out)
 
     for (size_t i = 0; i < r->nrcpts; i++)
         count[r->rcpts[i].action]++;
-    if (count[DSN_FAILED])
-        subject = "Undelivered Mail Returned to Sender";
-    else if (count[DSN_DELAYED])
-        subject = "Delayed Mail (still being retried)";
-    else
-        subject = "Successful Mail Delivery Report";
+    subject = dsn_subject(r);
 
     part3_len = r->ret_full ? r->orig_len : dsn_header_len(part3, r->orig_len);
     orig8 = dsn_has_8bit(part3, part3_len);

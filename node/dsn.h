@@ -91,6 +91,10 @@ struct dsn_report {
  */
 int dsn_compose(const struct dsn_report *r, struct buf *out);
 
+/* The report's Subject: by its gravest action (failed, then delayed, then
+   delivered/relayed). */
+const char *dsn_subject(const struct dsn_report *r);
+
 /*
  * The enhanced status code (RFC 3463) to report for an SMTP reply: enh
  * when it is a valid code of the same class as the reply code (it may be

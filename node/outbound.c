@@ -523,12 +523,6 @@ outbound_kick(struct outbound *o)
         uv_timer_start(&o->scan_soon, ob_scan_soon_cb, 10, 0);
 }
 
-static int
-ob_msg_cb(void *arg, const struct store_qentry *e)
-{
-    return ob_scan_cb(arg, e);
-}
-
 void
 outbound_message(struct outbound *o, const char *qid)
 {
@@ -536,7 +530,7 @@ outbound_message(struct outbound *o, const char *qid)
 
     if (o == NULL || o->closing)
         return;
-    rc = store_queue_get(o->n->store, qid, ob_msg_cb, o);
+    rc = store_queue_get(o->n->store, qid, ob_scan_cb, o);
     if (rc < 0 && rc != RM_E_NOTFOUND)
         log_err("event=delivery.read_failed qid=%s err=\"%s\"", qid,
                 rm_strerror(rc));
@@ -647,21 +641,6 @@ ob_report_route(struct outbound *ob, const char *addr, struct store_rcpt *r,
     r->mailbox = mailbox;
 }
 
-static const char *
-ob_report_subject(enum dsn_action a)
-{
-    switch (a) {
-    case DSN_FAILED:
-        return "Undelivered Mail Returned to Sender";
-    case DSN_DELAYED:
-        return "Delayed Mail (still being retried)";
-    case DSN_DELIVERED:
-    case DSN_RELAYED:
-        break;
-    }
-    return "Successful Mail Delivery Report";
-}
-
 /*
  * Compose the report for the recipients of j that call for one (bounced,
  * delay notices, NOTIFY=SUCCESS relayed to a server without DSN) into
@@ -756,7 +735,7 @@ ob_report(struct ob_job *j, const int *notice, int64_t retry_until)
     j->rmsg.arrival = ob_now();
     j->rmsg.client = "relaymesh (delivery status notification)";
     j->rmsg.hdr_from = from;
-    j->rmsg.hdr_subject = ob_report_subject(first);
+    j->rmsg.hdr_subject = dsn_subject(&rep);
     j->rmsg.rcpts = &j->rrcpt;
     j->rmsg.nrcpts = 1;
     j->rmsg.data = j->report.data;
@@ -1338,8 +1317,7 @@ ob_ready_cb(void *arg, struct smtpc *c, int status, const struct smtpc_reply *r)
                     : "opportunistic",
                 r && r->code ? ": " : "", r && r->code ? r->text : "");
     } else {
-        ob_fail(cn, 0, status == SMTPC_E_TIMEOUT ? "4.4.1" : "4.4.1",
-                "connect to %s: %s", cn->remote,
+        ob_fail(cn, 0, "4.4.1", "connect to %s: %s", cn->remote,
                 status < -30000 ? smtpc_strerror(status) : uv_strerror(status));
     }
     ob_conn_next_addr(cn);

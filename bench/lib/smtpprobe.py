@@ -57,6 +57,11 @@ class _Conn:
 
     def reply(self):
         """Read one (possibly multi-line) reply; return (code, text)."""
+        code, lines = self.reply_lines()
+        return code, b"\n".join(lines).decode("latin-1")
+
+    def reply_lines(self):
+        """Read one (possibly multi-line) reply; return (code, [lines])."""
         lines = []
         while True:
             while b"\r\n" not in self.buf:
@@ -72,7 +77,7 @@ class _Conn:
             code = int(lines[-1][:3])
         except ValueError:
             raise SmtpError("bad reply %r" % lines[-1][:80])
-        return code, b"\n".join(lines).decode("latin-1")
+        return code, lines
 
     def cmd(self, line, want):
         self.sock.sendall(line)

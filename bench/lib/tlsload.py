@@ -52,38 +52,16 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from smtpprobe import make_body  # noqa: E402
+from smtpprobe import SmtpError, _Conn, make_body  # noqa: E402
 
 MAX_ERRORS = 20        # per process, kept as text
 
 
-class SmtpError(Exception):
-    pass
-
-
-class Session:
-    def __init__(self, host, port, timeout):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
+class Session(_Conn):
+    """smtpprobe's connection; replies as lists of lines, exact codes."""
 
     def reply(self):
-        lines = []
-        while True:
-            while b"\r\n" not in self.buf:
-                data = self.sock.recv(65536)
-                if not data:
-                    raise SmtpError("connection closed by server")
-                self.buf += data
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            lines.append(line)
-            if len(line) < 4 or line[3:4] != b"-":
-                break
-        try:
-            code = int(lines[-1][:3])
-        except ValueError:
-            raise SmtpError("bad reply %r" % lines[-1][:80])
-        return code, lines
+        return self.reply_lines()
 
     def cmd(self, line, want, what=None):
         self.sock.sendall(line)
@@ -92,12 +70,6 @@ class Session:
             raise SmtpError("%s -> %s" % (what or line.strip().decode(),
                                           b" | ".join(lines)[:160].decode("latin-1")))
         return lines
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def ehlo_has(lines, keyword, arg=None):
