@@ -961,6 +961,25 @@ swim_member_get(const struct swim *s, const char *name, enum swim_state *state,
     return RM_OK;
 }
 
+int
+swim_member_at(const struct swim *s, unsigned i, const char **name,
+               enum swim_state *state, uint32_t *incarnation)
+{
+    if (s == NULL || i >= s->n) {
+        return RM_E_NOTFOUND;
+    }
+    if (name != NULL) {
+        *name = s->m[i].name;
+    }
+    if (state != NULL) {
+        *state = s->m[i].state;
+    }
+    if (incarnation != NULL) {
+        *incarnation = s->m[i].incarnation;
+    }
+    return RM_OK;
+}
+
 unsigned
 swim_member_count(const struct swim *s)
 {

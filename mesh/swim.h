@@ -193,6 +193,10 @@ int swim_leave(struct swim *s, uint64_t now);
 int swim_member_get(const struct swim *s, const char *name,
                     enum swim_state *state, uint32_t *incarnation);
 
+/* Member i (0 = this member; i < swim_member_count()): name borrowed
+ * until the next call on s. RM_E_NOTFOUND past the end. */
+int swim_member_at(const struct swim *s, unsigned i, const char **name,
+                   enum swim_state *state, uint32_t *incarnation);
 unsigned swim_member_count(const struct swim *s); /* self included */
 unsigned swim_awareness(const struct swim *s);    /* health score */
 unsigned swim_retransmit_limit(const struct swim *s);

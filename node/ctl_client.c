@@ -41,6 +41,8 @@ struct ctl_cli {
     const char *older_than; /* queue list --older-than, as given */
     uint64_t older_secs;    /* ... in seconds */
     int all;                /* queue retry --all */
+    const char *expires;    /* mesh invite --expires */
+    const char *name;       /* mesh invite --name */
     const char *words[8];   /* subcommand words and arguments */
     size_t nwords;
     int fd;
@@ -687,6 +689,24 @@ ctl_do_status(struct ctl_cli *cli)
         if (ctl_obj_get_str(st, "fingerprint", fp, sizeof(fp)) == 0 &&
             ctl_obj_get_str(st, "public_key", pk, sizeof(pk)) == 0)
             printf("node key    %s (ed25519 %s)\n", fp, pk);
+    }
+    st = ctl_obj_get(d, "mesh");
+    if (ctl_obj_type(st) == CTL_T_MAP) {
+        int member = 0;
+        char name[64], id[40];
+
+        ctl_obj_bool(ctl_obj_get(st, "member"), &member);
+        ctl_field(st, "name", name, sizeof(name));
+        ctl_field(st, "mesh", id, sizeof(id));
+        if (member)
+            printf("mesh        %s as %s: %" PRIu64 " alive, %" PRIu64
+                   " suspect, %" PRIu64 " dead, %" PRIu64
+                   " removed (`relaymesh mesh peers`)\n",
+                   id, name, ctl_u64(st, "alive"), ctl_u64(st, "suspect"),
+                   ctl_u64(st, "dead"), ctl_u64(st, "revoked"));
+        else
+            printf("mesh        not in a mesh (`relaymesh mesh create`, or "
+                   "`mesh join TOKEN`)\n");
     }
     st = ctl_obj_get(d, "delivery");
     if (ctl_obj_type(st) == CTL_T_MAP) {
@@ -1471,6 +1491,233 @@ ctl_is(const struct ctl_cli *cli, size_t i, const char *w)
     return i < cli->nwords && strcmp(cli->words[i], w) == 0;
 }
 
+/* ---- mesh ------------------------------------------------------------ */
+
+static void
+ctl_ago(double t, char *out, size_t outsz)
+{
+    double now = (double)time(NULL);
+
+    if (t <= 0) {
+        snprintf(out, outsz, "-");
+        return;
+    }
+    if (now - t < 1)
+        snprintf(out, outsz, "now");
+    else {
+        char d[32];
+
+        ctl_duration((int64_t)(now - t), d, sizeof(d));
+        snprintf(out, outsz, "%s ago", d);
+    }
+}
+
+static void
+ctl_join_list(const struct ctl_obj *arr, char *out, size_t outsz)
+{
+    size_t off = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < ctl_obj_len(arr) && off + 1 < outsz; i++) {
+        const char *p;
+        size_t len;
+
+        if (ctl_obj_bytes(ctl_obj_at(arr, i), &p, &len) != 0)
+            continue;
+        off += (size_t)snprintf(out + off, outsz - off, "%s%.*s", i ? "," : "",
+                                (int)len, p);
+    }
+    if (out[0] == '\0')
+        snprintf(out, outsz, "-");
+}
+
+static void
+ctl_print_peers(const struct ctl_obj *peers)
+{
+    static const struct ctl_col cols[] = {
+        {"NAME", 30, 0},     {"STATE", 0, 0},    {"ADDRESS", 40, 0},
+        {"LAST SEEN", 0, 0}, {"RTT", 0, 1},      {"INC", 0, 1},
+        {"EGRESS", 0, 0},    {"DOMAINS", 40, 0}, {"FINGERPRINT", 0, 0}};
+    struct ctl_table t;
+    size_t n = ctl_obj_len(peers);
+
+    ctl_table_init(&t, cols, 9);
+    for (size_t i = 0; i < n; i++) {
+        const struct ctl_obj *p = ctl_obj_at(peers, i);
+        char name[80], state[16], addr[300], seen[40], rtt[32], inc[24],
+            dom[400], fp[64];
+        const char *row[9] = {name, state, addr, seen, rtt, inc, NULL, dom, fp};
+        int self = 0, eg = 0;
+        double v;
+
+        ctl_obj_bool(ctl_obj_get(p, "self"), &self);
+        ctl_obj_bool(ctl_obj_get(p, "egress"), &eg);
+        ctl_field(p, "name", name, sizeof(name) - 12);
+        if (self)
+            strcat(name, " (this)");
+        ctl_field(p, "state", state, sizeof(state));
+        ctl_join_list(ctl_obj_get(p, "addresses"), addr, sizeof(addr));
+        if (self)
+            snprintf(seen, sizeof(seen), "-");
+        else if (ctl_obj_double(ctl_obj_get(p, "last_contact"), &v) == 0)
+            ctl_ago(v, seen, sizeof(seen));
+        else
+            snprintf(seen, sizeof(seen), "never");
+        if (ctl_obj_double(ctl_obj_get(p, "rtt_ms"), &v) == 0)
+            snprintf(rtt, sizeof(rtt), "%.1f ms", v);
+        else
+            snprintf(rtt, sizeof(rtt), "-");
+        snprintf(inc, sizeof(inc), "%" PRIu64, ctl_u64(p, "incarnation"));
+        row[6] = eg ? "yes" : "no";
+        ctl_join_list(ctl_obj_get(p, "domains"), dom, sizeof(dom));
+        ctl_field(p, "fingerprint", fp, sizeof(fp));
+        ctl_table_add(&t, row);
+    }
+    ctl_table_print(&t, stdout);
+    ctl_table_cleanup(&t);
+}
+
+static int
+ctl_do_mesh_peers(struct ctl_cli *cli, int status)
+{
+    struct ctl_answer a;
+    struct ctl_enc e;
+    const struct ctl_obj *d, *peers;
+    int r, member = 0;
+
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, status ? "mesh.status" : "mesh.peers", 0);
+    r = ctl_request(cli, &e, &a, NULL);
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    d = a.resp.data;
+    if (cli->json) {
+        r = ctl_print_json(d);
+        ctl_answer_free(&a);
+        return r;
+    }
+    peers = ctl_obj_get(d, "peers");
+    if (status) {
+        const struct ctl_obj *m = ctl_obj_get(d, "mesh");
+        char id[40], name[64], exp[32], prof[8];
+        int root = 0;
+
+        ctl_obj_bool(ctl_obj_get(m, "member"), &member);
+        if (!member) {
+            printf("not in a mesh: run `relaymesh mesh create` on the first "
+                   "node, or `relaymesh mesh join TOKEN` with a token from "
+                   "`relaymesh mesh invite` on a member\n");
+            ctl_answer_free(&a);
+            return 0;
+        }
+        ctl_obj_bool(ctl_obj_get(m, "root"), &root);
+        ctl_field(m, "mesh", id, sizeof(id));
+        ctl_field(m, "name", name, sizeof(name));
+        ctl_field(m, "profile", prof, sizeof(prof));
+        ctl_time(ctl_i64(m, "expires"), exp, sizeof(exp));
+        printf("mesh        %s\n", id);
+        printf("this node   %s%s, %s profile\n", name,
+               root ? " (the mesh's first node)" : "", prof);
+        printf("membership  valid until %s (renewed automatically at "
+               "half-life)\n",
+               exp);
+        printf("peers       %" PRIu64 " alive, %" PRIu64 " suspect, %" PRIu64
+               " dead, %" PRIu64 " left, %" PRIu64 " removed\n",
+               ctl_u64(m, "alive"), ctl_u64(m, "suspect"), ctl_u64(m, "dead"),
+               ctl_u64(m, "left"), ctl_u64(m, "revoked"));
+        printf("refused     %" PRIu64 " connections (not members, removed, "
+               "expired or bad tokens)\n",
+               ctl_u64(m, "refused"));
+        printf("invites     %" PRIu64 " pending\n\n", ctl_u64(m, "invites"));
+    } else {
+        ctl_obj_bool(ctl_obj_get(d, "member"), &member);
+        if (!member) {
+            printf("not in a mesh: run `relaymesh mesh create` or "
+                   "`relaymesh mesh join TOKEN`\n");
+            ctl_answer_free(&a);
+            return 0;
+        }
+    }
+    ctl_print_peers(peers);
+    ctl_answer_free(&a);
+    return 0;
+}
+
+static int
+ctl_do_mesh_cmd(struct ctl_cli *cli, const char *cmd, const char *key,
+                const char *val)
+{
+    struct ctl_answer a;
+    struct ctl_enc e;
+    const struct ctl_obj *d;
+    int r;
+    size_t nargs = 0;
+    uint64_t secs = 0;
+
+    if (strcmp(cmd, "mesh.invite") == 0 && cli->expires != NULL &&
+        (ctl_parse_duration(cli->expires, &secs) != 0 || secs == 0)) {
+        fprintf(stderr,
+                "relaymesh: --expires %s is not a duration; "
+                "e.g. 30m, 24h, 7d\n",
+                cli->expires);
+        return 2;
+    }
+    nargs = (key != NULL) + (cli->expires != NULL) + (cli->name != NULL);
+    ctl_enc_init(&e, 1);
+    ctl_enc_request(&e, cmd, nargs);
+    if (key != NULL)
+        ctl_enc_kstr(&e, key, val);
+    if (cli->expires != NULL)
+        ctl_enc_ku64(&e, "expires", secs);
+    if (cli->name != NULL)
+        ctl_enc_kstr(&e, "name", cli->name);
+    r = ctl_request(cli, &e, &a, NULL);
+    ctl_enc_cleanup(&e);
+    if (r != 0)
+        return r;
+    d = a.resp.data;
+    if (cli->json) {
+        r = ctl_print_json(d);
+        ctl_answer_free(&a);
+        return r;
+    }
+    if (strcmp(cmd, "mesh.invite") == 0) {
+        char tok[4096];
+
+        /* The token alone on stdout, so that scripts can capture it. */
+        ctl_field(d, "token", tok, sizeof(tok));
+        printf("%s\n", tok);
+        fprintf(stderr,
+                "relaymesh: single-use invite%s%s; on the new node "
+                "run: relaymesh mesh join TOKEN\n",
+                cli->name ? " for " : "", cli->name ? cli->name : "");
+    } else if (strcmp(cmd, "mesh.create") == 0) {
+        char id[40], name[64];
+
+        printf("created mesh %s with this node (%s) as its first member; "
+               "add nodes with `relaymesh mesh invite`\n",
+               ctl_field(d, "mesh", id, sizeof(id)),
+               ctl_field(d, "name", name, sizeof(name)));
+    } else if (strcmp(cmd, "mesh.join") == 0) {
+        char id[40], name[64], inv[64];
+
+        printf("joined mesh %s as %s (admitted by %s); see `relaymesh mesh "
+               "peers`\n",
+               ctl_field(d, "mesh", id, sizeof(id)),
+               ctl_field(d, "name", name, sizeof(name)),
+               ctl_field(d, "inviter", inv, sizeof(inv)));
+    } else if (strcmp(cmd, "mesh.remove") == 0) {
+        char name[64];
+
+        printf("removed %s from the mesh; every peer drops it as the news "
+               "spreads\n",
+               ctl_field(d, "removed", name, sizeof(name)));
+    }
+    ctl_answer_free(&a);
+    return 0;
+}
+
 static int
 ctl_run(struct ctl_cli *cli)
 {
@@ -1481,6 +1728,31 @@ ctl_run(struct ctl_cli *cli)
         if (n != 1)
             return ctl_usage("status");
         return ctl_connect(cli) ? 1 : ctl_do_status(cli);
+    }
+    if (ctl_is(cli, 0, "mesh")) {
+        if (n == 2 && (ctl_is(cli, 1, "peers") || ctl_is(cli, 1, "status")))
+            return ctl_connect(cli)
+                       ? 1
+                       : ctl_do_mesh_peers(cli, ctl_is(cli, 1, "status"));
+        if (n == 2 && ctl_is(cli, 1, "create"))
+            return ctl_connect(cli)
+                       ? 1
+                       : ctl_do_mesh_cmd(cli, "mesh.create", NULL, NULL);
+        if (n == 2 && ctl_is(cli, 1, "invite"))
+            return ctl_connect(cli)
+                       ? 1
+                       : ctl_do_mesh_cmd(cli, "mesh.invite", NULL, NULL);
+        if (n == 3 && ctl_is(cli, 1, "join"))
+            return ctl_connect(cli)
+                       ? 1
+                       : ctl_do_mesh_cmd(cli, "mesh.join", "token", w[2]);
+        if (n == 3 && ctl_is(cli, 1, "remove"))
+            return ctl_connect(cli)
+                       ? 1
+                       : ctl_do_mesh_cmd(cli, "mesh.remove", "node", w[2]);
+        return ctl_usage("mesh create | mesh invite [--expires DURATION] "
+                         "[--name NAME] | mesh join TOKEN | mesh remove NODE "
+                         "| mesh peers | mesh status");
     }
     if (ctl_is(cli, 0, "tls")) {
         if (n != 2 || !ctl_is(cli, 1, "reload"))
@@ -1613,6 +1885,10 @@ ctl_main(int argc, char **argv)
                 val = &cli.domain;
             else if (strcmp(a, "--older-than") == 0)
                 val = &cli.older_than;
+            else if (strcmp(a, "--expires") == 0)
+                val = &cli.expires;
+            else if (strcmp(a, "--name") == 0)
+                val = &cli.name;
             if (val == NULL) {
                 fprintf(stderr,
                         "relaymesh: unknown option %s; run "
@@ -1638,6 +1914,10 @@ ctl_main(int argc, char **argv)
         return ctl_usage("queue list [--state S] [--route R] [--domain D] "
                          "[--older-than DURATION]  (these options are for "
                          "queue list only)");
+    if ((cli.expires || cli.name) &&
+        !(ctl_is(&cli, 0, "mesh") && ctl_is(&cli, 1, "invite")))
+        return ctl_usage("mesh invite [--expires DURATION] [--name NAME]  "
+                         "(these options are for mesh invite only)");
     if (cli.all && !(ctl_is(&cli, 0, "queue") && ctl_is(&cli, 1, "retry")))
         return ctl_usage("queue retry --all  (--all is for queue retry "
                          "only)");

@@ -345,6 +345,23 @@ ctl_obj_bool(const struct ctl_obj *o, int *v)
 }
 
 int
+ctl_obj_double(const struct ctl_obj *o, double *v)
+{
+    if (o == NULL)
+        return RM_E_INVAL;
+    if (MO(o)->type == MSGPACK_OBJECT_FLOAT32 ||
+        MO(o)->type == MSGPACK_OBJECT_FLOAT64)
+        *v = MO(o)->via.f64;
+    else if (MO(o)->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        *v = (double)MO(o)->via.u64;
+    else if (MO(o)->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        *v = (double)MO(o)->via.i64;
+    else
+        return RM_E_INVAL;
+    return 0;
+}
+
+int
 ctl_obj_get_str(const struct ctl_obj *map, const char *key, char *out,
                 size_t outsz)
 {
@@ -834,6 +851,13 @@ ctl_enc_i64(struct ctl_enc *e, int64_t v)
 {
     PK(e);
     msgpack_pack_int64(&pk, v);
+}
+
+void
+ctl_enc_double(struct ctl_enc *e, double v)
+{
+    PK(e);
+    msgpack_pack_double(&pk, v);
 }
 
 void

@@ -111,6 +111,8 @@ int ctl_obj_bytes(const struct ctl_obj *o, const char **p, size_t *len);
 int ctl_obj_i64(const struct ctl_obj *o, int64_t *v);
 int ctl_obj_u64(const struct ctl_obj *o, uint64_t *v);
 int ctl_obj_bool(const struct ctl_obj *o, int *v);
+/* A float, or an integer converted. 0 or RM_E_INVAL. */
+int ctl_obj_double(const struct ctl_obj *o, double *v);
 /*
  * Copy string map[key] into out as a C string. RM_E_NOTFOUND if absent
  * (or nil), RM_E_INVAL if not a str or it contains NUL, RM_E_TOOBIG if it
@@ -199,6 +201,7 @@ void ctl_enc_nil(struct ctl_enc *e);
 void ctl_enc_bool(struct ctl_enc *e, int v);
 void ctl_enc_u64(struct ctl_enc *e, uint64_t v);
 void ctl_enc_i64(struct ctl_enc *e, int64_t v);
+void ctl_enc_double(struct ctl_enc *e, double v);
 void ctl_enc_str(struct ctl_enc *e, const char *s); /* NULL writes "" */
 void ctl_enc_strn(struct ctl_enc *e, const char *s, size_t len);
 void ctl_enc_bin(struct ctl_enc *e, const void *p, size_t len);

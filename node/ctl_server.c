@@ -28,6 +28,7 @@
 #include "common/rm_error.h"
 #include "node/ctl_codec.h"
 #include "node/auth_cache.h"
+#include "node/mesh.h"
 #include "node/node.h"
 #include "node/outbound.h"
 #include "node/smtp_session.h"
@@ -62,7 +63,8 @@ enum ctl_op {
     CTL_OP_QUEUE_DELETE,
     CTL_OP_QUEUE_HOLD,
     CTL_OP_QUEUE_RELEASE,
-    CTL_OP_QUEUE_RETRY /* op_key.qid "" = every waiting entry */
+    CTL_OP_QUEUE_RETRY, /* op_key.qid "" = every waiting entry */
+    CTL_OP_MESH         /* a mesh command; node/mesh.c answers */
 };
 
 struct ctl_conn {
@@ -318,7 +320,7 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
         have_stats = 1;
     node_queue_outbound_stats(n->queue, &ob);
     ctl_enc_ok(e);
-    ctl_enc_map(e, 30);
+    ctl_enc_map(e, 31);
     ctl_enc_kstr(e, "version", RM_VERSION);
     ctl_enc_kstr(e, "hostname", cfg->hostname);
     ctl_enc_ku64(e, "pid", (uint64_t)getpid());
@@ -386,6 +388,8 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     ctl_enc_ku64(e, "active", ob.active);
     ctl_enc_ku64(e, "connections_now", ob.conns_now);
     ctl_enc_kbool(e, "draining", n->draining);
+    ctl_enc_str(e, "mesh");
+    mesh_status_enc(n->mesh, e);
     return 0;
 }
 
@@ -962,8 +966,11 @@ ctl_op_done(struct ctl_conn *c, int status)
             node_queue_kick(n->queue);
         break;
     case CTL_OP_NONE:
+    case CTL_OP_MESH:
         break;
     }
+    if (status == 0 && (c->op == CTL_OP_USER_ADD || c->op == CTL_OP_USER_DEL))
+        mesh_users_changed(n->mesh);
     if (status == RM_E_NOTFOUND && c->op >= CTL_OP_QUEUE_DELETE)
         ctl_fail(c, status, "no queue entry %s", id);
     else if (status == RM_E_CLOSED)
@@ -1036,6 +1043,7 @@ ctl_submit(struct ctl_conn *c)
         return store_queue_retry(st, c->op_key.qid[0] ? &c->op_key : NULL,
                                  ctl_store_cb, c);
     case CTL_OP_NONE:
+    case CTL_OP_MESH:
         break;
     }
     return RM_E_INVAL;
@@ -1289,6 +1297,74 @@ ctl_cmd_queue_retry(struct ctl_conn *c, const struct ctl_obj *args,
     return ctl_start(c, CTL_OP_QUEUE_RETRY);
 }
 
+/* ---- mesh ------------------------------------------------------------- */
+
+static void ctl_conn_continue(struct ctl_conn *c);
+
+static void
+ctl_mesh_cb(void *arg, int status, const char *err, struct ctl_enc *data)
+{
+    struct ctl_conn *c = arg;
+    struct ctl_enc e;
+
+    ctl_enc_init(&e, 1);
+    if (status == 0) {
+        ctl_enc_ok(&e);
+        ctl_enc_append(&e, data);
+    } else {
+        ctl_enc_error(&e, status, err && err[0] ? err : rm_strerror(status));
+    }
+    c->op = CTL_OP_NONE;
+    c->busy = 0;
+    if (!c->peer_gone)
+        ctl_conn_send(c, &e);
+    ctl_enc_cleanup(&e);
+    ctl_conn_continue(c);
+}
+
+static int
+ctl_mesh(struct ctl_conn *c, const char *cmd, const struct ctl_obj *args,
+         struct ctl_enc *e)
+{
+    struct ctl_enc data;
+    int r;
+
+    if (c->srv->n->mesh == NULL)
+        return ctl_fail(c, RM_E_CLOSED, "the mesh service is not running");
+    ctl_enc_init(&data, 0);
+    r = mesh_ctl(c->srv->n->mesh, cmd, args, &data, c->err, sizeof(c->err),
+                 ctl_mesh_cb, c);
+    if (r == 1) {
+        c->op = CTL_OP_MESH;
+        c->busy = 1;
+        ctl_enc_cleanup(&data);
+        log_info("event=ctl.%s conn=%" PRIu64, cmd, c->id);
+        return CTL_PENDING;
+    }
+    if (r == 0) {
+        ctl_enc_ok(e);
+        ctl_enc_append(e, &data);
+    } else {
+        log_warn("event=ctl.%s conn=%" PRIu64 " error=\"%s\"", cmd, c->id,
+                 c->err);
+    }
+    ctl_enc_cleanup(&data);
+    return r;
+}
+
+#define CTL_MESH_CMD(fn, name)                                                 \
+    static int fn(struct ctl_conn *c, const struct ctl_obj *args,              \
+                  struct ctl_enc *e)                                           \
+    {                                                                          \
+        return ctl_mesh(c, name, args, e);                                     \
+    }
+CTL_MESH_CMD(ctl_cmd_mesh_create, "mesh.create")
+CTL_MESH_CMD(ctl_cmd_mesh_invite, "mesh.invite")
+CTL_MESH_CMD(ctl_cmd_mesh_join, "mesh.join")
+CTL_MESH_CMD(ctl_cmd_mesh_remove, "mesh.remove")
+CTL_MESH_CMD(ctl_cmd_mesh_peers, "mesh.peers")
+CTL_MESH_CMD(ctl_cmd_mesh_status, "mesh.status")
+
 static const struct ctl_cmd ctl_cmds[] = {
     {"status", ctl_cmd_status},
     {"user.add", ctl_cmd_user_add},
@@ -1304,6 +1380,12 @@ static const struct ctl_cmd ctl_cmds[] = {
     {"queue.release", ctl_cmd_queue_release},
     {"queue.retry", ctl_cmd_queue_retry},
     {"tls.reload", ctl_cmd_tls_reload},
+    {"mesh.create", ctl_cmd_mesh_create},
+    {"mesh.invite", ctl_cmd_mesh_invite},
+    {"mesh.join", ctl_cmd_mesh_join},
+    {"mesh.remove", ctl_cmd_mesh_remove},
+    {"mesh.peers", ctl_cmd_mesh_peers},
+    {"mesh.status", ctl_cmd_mesh_status},
 };
 
 /* ---- connections ------------------------------------------------------- */

@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "common/rm_error.h"
 #include "node/auth_cache.h"
+#include "node/mesh.h"
 #include "node/node.h"
 #include "node/ratelimit.h"
 #include "node/smtp_session.h"
@@ -174,6 +175,10 @@ node_finish(struct node_runtime *rt)
     if (n->smtp) {
         smtp_server_close(n->smtp);
         n->smtp = NULL;
+    }
+    if (n->mesh) {
+        mesh_close(n->mesh);
+        n->mesh = NULL;
     }
     /* Same tick as node_queue_close(): see node_queue.c. */
     if (n->store) {
@@ -420,6 +425,11 @@ node_serve_main(int argc, char **argv)
                 rm_strerror(r));
         goto out_close;
     }
+    r = mesh_new(&rt->n, &rt->n.mesh, err, sizeof(err));
+    if (r != 0) {
+        fprintf(stderr, "relaymesh: mesh: %s\n", err);
+        goto out_close;
+    }
     r = ctl_server_new(&rt->n, &rt->n.ctl);
     if (r != 0) {
         fprintf(stderr, "relaymesh: cannot open the control socket %s: %s\n",
@@ -452,6 +462,8 @@ out_close:
         node_queue_close(rt->n.queue);
     if (rt->n.smtp)
         smtp_server_close(rt->n.smtp);
+    if (rt->n.mesh)
+        mesh_close(rt->n.mesh);
     if (rt->n.store)
         store_close(rt->n.store);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -21,6 +21,7 @@ struct node_queue;
 struct ctl_server;
 struct tls_server;
 struct ratelimit;
+struct mesh;
 
 /* Counters shown by `relaymesh status`. Loop thread only. */
 struct node_stats {
@@ -51,6 +52,7 @@ struct node {
     struct tls_server *tls;  /* NULL: no TLS (then no STARTTLS, no smtps) */
     struct ratelimit *rl;    /* per-IP and per-user counters */
     struct auth_cache *auth; /* logins verified recently */
+    struct mesh *mesh;       /* the mesh service (node/mesh.h) */
     struct node_identity id; /* long-term key pair (<datadir>/node.key) */
     int64_t started;         /* unix seconds */
     int draining;            /* SIGTERM received */

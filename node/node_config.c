@@ -78,10 +78,12 @@ static int cfg_check_text_opt(const char *v, char *msg, size_t msgsz);
 static int cfg_check_dns_server(const char *v, char *msg, size_t msgsz);
 static int cfg_check_tls_policy(const char *v, char *msg, size_t msgsz);
 static int cfg_check_smarthost(const char *v, char *msg, size_t msgsz);
+static int cfg_check_mesh_name(const char *v, char *msg, size_t msgsz);
 
 static const char *const cfg_bare_lf_names[] = {"reject", "normalise", NULL};
 static const char *const cfg_tls_version_names[] = {"TLSv1.2", "TLSv1.3", NULL};
 static const char *const cfg_sender_policy_names[] = {"own", "any", NULL};
+static const char *const cfg_mesh_profile_names[] = {"lan", "wan", NULL};
 static const char *const cfg_delivery_tls_names[] = {"none", "opportunistic",
                                                      "required", NULL};
 
@@ -285,13 +287,35 @@ static const struct cfg_key cfg_keys[] = {
     {"store", "map_size_max", CFG_SIZE, "0", 0, UINT64_C(1) << 50,
      OFF(map_size_max), WID(map_size_max), 0, NULL, NULL,
      "ceiling of the LMDB map, bytes (k/m/g); 0 = no limit but the disk"},
+    {"mesh", "listen", CFG_LISTEN, "127.0.0.1:4750", 0,
+     NODE_CONFIG_LISTEN_MAX, OFF(mesh_listen), 0, OFF(nmesh_listen), NULL,
+     NULL, "mesh listeners (Noise over TCP), host:port; empty = no mesh"},
+    {"mesh", "advertise", CFG_LISTEN, "", 0, NODE_CONFIG_LISTEN_MAX,
+     OFF(mesh_advertise), 0, OFF(nmesh_advertise), NULL, NULL,
+     "addresses peers dial to reach this node; empty = mesh.listen"},
+    {"mesh", "name", CFG_STRING, NULL, 0, 63, OFF(mesh_name), 0, 0, NULL,
+     cfg_check_mesh_name,
+     "this node's name in the mesh (default: [node] hostname)"},
+    {"mesh", "profile", CFG_ENUM, "lan", 0, 0, OFF(mesh_profile),
+     WID(mesh_profile), 0, cfg_mesh_profile_names, NULL,
+     "failure detection timing: lan (probe 1 s) | wan (probe 5 s)"},
+    {"mesh", "egress", CFG_BOOL, "yes", 0, 1, OFF(mesh_egress),
+     WID(mesh_egress), 0, NULL, NULL,
+     "this node may deliver mail to the Internet"},
+    {"mesh", "membership_lifetime", CFG_TIME, "90d", 10, 315360000,
+     OFF(mesh_lifetime), WID(mesh_lifetime), 0, NULL, NULL,
+     "membership certificates expire after this; renewed at half-life"},
+    {"mesh", "push_pull_interval", CFG_TIME, "0", 0, 86400,
+     OFF(mesh_push_pull_interval), WID(mesh_push_pull_interval), 0, NULL,
+     NULL, "full state exchange with a random peer; 0 = 30s lan, 60s wan"},
 };
 /* clang-format on */
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 
-static const char *const cfg_sections[] = {
-    "node", "smtp", "limits", "tls", "auth", "dns", "delivery", "store", NULL};
+static const char *const cfg_sections[] = {"node",  "smtp", "limits",   "tls",
+                                           "auth",  "dns",  "delivery", "mesh",
+                                           "store", NULL};
 
 struct cfg_parse {
     struct node_config *cfg;
@@ -386,6 +410,21 @@ cfg_addr_ok(const char *a, size_t len)
             return 0;
     }
     return cfg_domain_ok(at + 1, len - (size_t)(at + 1 - a));
+}
+
+static int
+cfg_check_mesh_name(const char *v, char *msg, size_t msgsz)
+{
+    if (*v == '\0' || strlen(v) > 63 ||
+        strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789.-_") != strlen(v)) {
+        snprintf(msg, msgsz,
+                 "\"%s\" is not a node name (1-63 letters, digits, '.', "
+                 "'-', '_')",
+                 v);
+        return -1;
+    }
+    return 0;
 }
 
 static int
@@ -1235,6 +1274,21 @@ cfg_finish(struct cfg_parse *ps)
             strcpy(host, "localhost");
         host[sizeof(host) - 1] = '\0';
         if ((cfg->hostname = strdup(host)) == NULL)
+            return -ENOMEM;
+    }
+    if (cfg->mesh_name == NULL) {
+        char m[64];
+        size_t n = strcspn(cfg->hostname, "");
+
+        /* The hostname when it is a valid node name, else its first
+           label (a node name is at most 63 characters). */
+        if (n > 63)
+            n = strcspn(cfg->hostname, ".");
+        if (n > 63)
+            n = 63;
+        memcpy(m, cfg->hostname, n);
+        m[n] = '\0';
+        if ((cfg->mesh_name = strdup(m)) == NULL)
             return -ENOMEM;
     }
     if (*cfg->datadir == '\0') {

@@ -50,6 +50,11 @@ enum node_delivery_tls {
     NODE_DTLS_REQUIRED = 2
 };
 
+enum node_mesh_profile {
+    NODE_MESH_LAN = 0, /* memberlist's LAN defaults (default) */
+    NODE_MESH_WAN = 1
+};
+
 enum node_bare_lf {
     NODE_BARE_REJECT = 0,   /* 5xx on bare CR / LF (default) */
     NODE_BARE_NORMALISE = 1 /* convert to CRLF */
@@ -136,6 +141,16 @@ struct node_config {
     unsigned delivery_timeout_data_init;
     unsigned delivery_timeout_data_block;
     unsigned delivery_timeout_data_done;
+    /* [mesh] */
+    struct node_listen mesh_listen[NODE_CONFIG_LISTEN_MAX];
+    size_t nmesh_listen; /* default 127.0.0.1:4750; 0 = no mesh */
+    struct node_listen mesh_advertise[NODE_CONFIG_LISTEN_MAX];
+    size_t nmesh_advertise; /* 0 = the listen addresses */
+    char *mesh_name;        /* default: [node] hostname */
+    enum node_mesh_profile mesh_profile;
+    int mesh_egress;                  /* may deliver to the Internet */
+    unsigned mesh_lifetime;           /* membership lifetime, seconds */
+    unsigned mesh_push_pull_interval; /* seconds; 0 = the profile's */
     /* [store] */
     uint64_t map_size_max; /* 0 = no limit but the disk */
 };

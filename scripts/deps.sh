@@ -8,7 +8,7 @@
 set -eu
 
 BUILD="build-essential cmake pkg-config libuv1-dev liblmdb-dev libsodium-dev libmsgpack-dev libinih-dev libssl-dev libunbound-dev"
-TEST="libcmocka-dev libjansson-dev python3 python3-pytest swaks clang lmdb-utils openssl testssl.sh unbound python3-aiosmtpd postfix"
+TEST="libcmocka-dev libjansson-dev python3 python3-pytest swaks clang lmdb-utils openssl testssl.sh unbound python3-aiosmtpd postfix nftables serf"
 BENCH="postfix sasl2-bin libsasl2-modules"
 
 want="$BUILD"

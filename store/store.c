@@ -177,6 +177,7 @@ store__env_open(struct store *st)
         {"mail", offsetof(struct store__dbs, mail)},
         {"users", offsetof(struct store__dbs, users)},
         {"hist", offsetof(struct store__dbs, hist)},
+        {"mesh", offsetof(struct store__dbs, mesh)},
     };
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;

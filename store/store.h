@@ -371,6 +371,53 @@ int store_user_get(struct store *st, const char *address, store_user_cb cb,
                    void *arg);
 int store_user_list(struct store *st, store_user_cb cb, void *arg);
 
+/* ---- mesh state -------------------------------------------------------- */
+
+/*
+ * A small key-value table the mesh code owns (membership, certificates,
+ * node records, revocations, pending invites): keys of 1 ..
+ * STORE_MESH_KEY_MAX bytes, opaque values up to STORE_MESH_VAL_MAX bytes.
+ * Writes come in batches applied in one transaction, all or nothing:
+ *   STORE_MESH_PUT   insert or replace
+ *   STORE_MESH_DEL   delete if present
+ *   STORE_MESH_TAKE  delete; the batch fails with RM_E_NOTFOUND if absent
+ *                    (single-use tokens: exactly one taker wins)
+ *   STORE_MESH_NEW   insert; the batch fails with RM_E_EXISTS if present
+ * Keys and values are copied at submission. cb status: 0, RM_E_NOTFOUND,
+ * RM_E_EXISTS, RM_E_FULL, RM_E_STORE.
+ */
+#define STORE_MESH_KEY_MAX 128
+#define STORE_MESH_VAL_MAX (2u << 20)
+
+enum store_mesh_op {
+    STORE_MESH_PUT,
+    STORE_MESH_DEL,
+    STORE_MESH_TAKE,
+    STORE_MESH_NEW,
+};
+
+struct store_mesh_write {
+    enum store_mesh_op op;
+    const void *key;
+    size_t klen;
+    const void *val; /* PUT, NEW */
+    size_t vlen;
+};
+
+int store_mesh_apply(struct store *st, const struct store_mesh_write *w,
+                     size_t n, store_done_cb cb, void *arg);
+
+/* Value and key are borrowed for the call. A non-zero return stops a
+ * walk and is returned. */
+typedef int (*store_mesh_cb)(void *arg, const void *key, size_t klen,
+                             const void *val, size_t vlen);
+/* One key: RM_E_NOTFOUND if absent. */
+int store_mesh_get(struct store *st, const void *key, size_t klen,
+                   store_mesh_cb cb, void *arg);
+/* Every key starting with prefix (plen may be 0), in key order. */
+int store_mesh_each(struct store *st, const void *prefix, size_t plen,
+                    store_mesh_cb cb, void *arg);
+
 /* ---- whole store ----------------------------------------------------- */
 
 struct store_stats {

@@ -20,6 +20,8 @@
  *   hist    qid(16) + rcpt be32 + seq be32 -> one line of delivery
  *           history (kept while the entry is queued, at most
  *           STORE__HIST_MAX lines, oldest dropped first)
+ *   mesh    key chosen by the mesh code -> opaque value (mesh membership,
+ *           certificates, node records, revocations, pending invites)
  * Records: tag byte, version byte, fixed little-endian fields, strings as
  * u32 LE length + bytes + NUL (so decoded strings point straight into the
  * map, NUL-terminated).
@@ -133,7 +135,7 @@ int store__qid_valid(const char *s);
 /* ---- the store handle ----------------------------------------------- */
 
 struct store__dbs {
-    unsigned meta, bodies, msgs, queue, due, mbox, mail, users, hist;
+    unsigned meta, bodies, msgs, queue, due, mbox, mail, users, hist, mesh;
 };
 
 struct store__req;
@@ -175,6 +177,10 @@ struct store__req {
             unsigned flags;
             int op;
         } mail;
+        struct {
+            struct store_mesh_write *w; /* copy, keys and values in extra */
+            size_t n;
+        } mesh;
         struct {
             const char *address; /* copy, in extra */
             const char *pwhash;  /* copy, in extra */

@@ -144,6 +144,9 @@ class Node:
         self.settings["smtp"]["submission"] = \
             "127.0.0.1:%d" % self.submission_port
         self.settings["smtp"]["smtps"] = "127.0.0.1:%d" % self.smtps_port
+        # Each node its own mesh port (the default 4750 is shared).
+        self.settings.setdefault("mesh", {})["listen"] = \
+            "127.0.0.1:%d" % free_port()
         for key, value in (conf or {}).items():
             section, k = key.split(".", 1)
             self.settings.setdefault(section, {})[k] = str(value)

@@ -1027,6 +1027,82 @@ test_users(void **state)
     fx_done(&f);
 }
 
+/* ---- mesh table ------------------------------------------------------ */
+
+struct kvcol {
+    int n;
+    char keys[8][32];
+    char vals[8][32];
+};
+
+static int
+kvcol_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct kvcol *c = arg;
+
+    assert_true(c->n < 8 && klen < 32 && vlen < 32);
+    memcpy(c->keys[c->n], key, klen);
+    c->keys[c->n][klen] = '\0';
+    memcpy(c->vals[c->n], val, vlen);
+    c->vals[c->n][vlen] = '\0';
+    c->n++;
+    return 0;
+}
+
+static void
+test_mesh_table(void **state)
+{
+    struct fx f;
+    struct kvcol c;
+    struct store_mesh_write w[3] = {
+        {STORE_MESH_PUT, "rec/b", 5, "B1", 2},
+        {STORE_MESH_PUT, "rec/a", 5, "A1", 2},
+        {STORE_MESH_NEW, "inv/1", 5, "x", 1},
+    };
+
+    (void)state;
+    fx_init(&f);
+    assert_int_equal(fx_open(&f, NULL), 0);
+    assert_int_equal(SYNC(&f, store_mesh_apply(f.st, w, 3, DONE)), 0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_mesh_each(f.st, "rec/", 4, kvcol_cb, &c), 0);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.keys[0], "rec/a");
+    assert_string_equal(c.vals[1], "B1");
+
+    /* A failing write undoes the whole batch: the PUT before it too. */
+    w[0].val = "B2";
+    assert_int_equal(SYNC(&f, store_mesh_apply(f.st, w, 3, DONE)),
+                     RM_E_EXISTS);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_mesh_get(f.st, "rec/b", 5, kvcol_cb, &c), 0);
+    assert_string_equal(c.vals[0], "B1");
+
+    /* TAKE: exactly one taker wins. */
+    w[0] = (struct store_mesh_write){STORE_MESH_TAKE, "inv/1", 5, NULL, 0};
+    assert_int_equal(SYNC(&f, store_mesh_apply(f.st, w, 1, DONE)), 0);
+    assert_int_equal(SYNC(&f, store_mesh_apply(f.st, w, 1, DONE)),
+                     RM_E_NOTFOUND);
+    w[0].op = STORE_MESH_DEL;
+    assert_int_equal(SYNC(&f, store_mesh_apply(f.st, w, 1, DONE)), 0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_mesh_get(f.st, "inv/1", 5, kvcol_cb, &c),
+                     RM_E_NOTFOUND);
+    assert_int_equal(store_mesh_each(f.st, NULL, 0, kvcol_cb, &c), 0);
+    assert_int_equal(c.n, 2);
+
+    /* Survives a reopen. */
+    fx_close_store(&f);
+    assert_int_equal(fx_open(&f, NULL), 0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_mesh_each(f.st, "rec/", 4, kvcol_cb, &c), 0);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(store_mesh_apply(f.st, w, 0, done_cb, NULL), RM_E_INVAL);
+    w[0].klen = 0;
+    assert_int_equal(store_mesh_apply(f.st, w, 1, done_cb, NULL), RM_E_INVAL);
+    fx_done(&f);
+}
+
 /* ---- group commit ---------------------------------------------------- */
 
 struct ord {
@@ -1408,6 +1484,7 @@ main(void)
         cmocka_unit_test(test_queue_admin),
         cmocka_unit_test(test_queue_results),
         cmocka_unit_test(test_users),
+        cmocka_unit_test(test_mesh_table),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_close_pending),
         cmocka_unit_test(test_map_growth),

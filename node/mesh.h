@@ -1,0 +1,67 @@
+/*
+ * mesh: this node's part in the mesh — admission (create, invite, join,
+ * remove), the secure connections to its peers (mesh_conn.c), SWIM
+ * membership (mesh/swim.c) over them, signed node records and membership
+ * certificates (mesh/mrec.c), and the control commands `mesh ...`.
+ *
+ * Trust. A mesh is created by one node, whose self-signed membership
+ * certificate is the root. Every other member holds a certificate issued
+ * by the member that admitted it (or renewed it), so a member proves its
+ * membership with a chain of at most MREC_CHAIN_MAX certificates ending
+ * at the root. Certificates expire ([mesh] membership_lifetime) and are
+ * renewed at half-life by a connected peer (the root re-signs its own).
+ * A revocation, signed by any member, is kept forever and gossiped; a
+ * chain through a revoked node is refused. Invite tokens are signed by
+ * the inviter, expire, and are single-use: the inviter keeps the pending
+ * ones in the store and consumes one atomically when it admits.
+ *
+ * Connections. Each node dials every member it needs to talk to (one
+ * outgoing connection per peer; the peer's own dial is a second one),
+ * sends SWIM messages on its outgoing connection, and answers push/pull
+ * requests on the connection they came on. A failed dial is retried with
+ * jittered exponential backoff (250 ms doubling to 2 probe intervals);
+ * dead members are still dialed at that pace, and a member heard from
+ * again is reconciled at once (full state push/pull both ways).
+ *
+ * Loop thread only. Persistent state is in the store's mesh table.
+ */
+#ifndef RM_NODE_MESH_H
+#define RM_NODE_MESH_H
+
+#include <stddef.h>
+
+struct node;
+struct mesh;
+struct ctl_obj;
+struct ctl_enc;
+
+/* Start the mesh part of the node: load the membership from the store,
+ * listen on [mesh] listen, and, when this node is a member, start
+ * membership and dial the peers. err gets what went wrong. */
+int mesh_new(struct node *n, struct mesh **out, char *err, size_t errsz);
+/* Leave the mesh's connections and free everything once handles have
+ * closed; pending control commands are answered RM_E_CLOSED. */
+void mesh_close(struct mesh *m);
+
+/* The local users changed: publish a new node record. */
+void mesh_users_changed(struct mesh *m);
+
+/*
+ * Control commands "mesh.create", "mesh.invite", "mesh.join",
+ * "mesh.remove", "mesh.peers", "mesh.status". Returns:
+ *   0  done: one value was written to data (a plain ctl_enc);
+ *   1  pending: cb(arg, status, err, data) follows, once, later;
+ *  <0  failed: the reason is in err.
+ */
+typedef void (*mesh_ctl_cb)(void *arg, int status, const char *err,
+                            struct ctl_enc *data);
+int mesh_ctl(struct mesh *m, const char *cmd, const struct ctl_obj *args,
+             struct ctl_enc *data, char *err, size_t errsz, mesh_ctl_cb cb,
+             void *arg);
+/* Forget a pending command's callback (its client went away). */
+void mesh_ctl_cancel(struct mesh *m, void *arg);
+
+/* The "mesh" part of `relaymesh status`: one map value. */
+void mesh_status_enc(struct mesh *m, struct ctl_enc *e);
+
+#endif
