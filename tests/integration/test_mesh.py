@@ -353,3 +353,50 @@ def test_removed_node_is_cut_off_and_cannot_rejoin(mesh):
     nodes[2].start()
     wait_for(lambda: all_alive(nodes, [1, 2, 3, 5]), 15 * SLOW,
              "n2 back after a restart")
+
+
+def test_membership_renews_and_an_expired_one_is_refused(tmp_path):
+    """Certificates live [mesh] membership_lifetime (10 s here): a running
+    member renews at half-life; one offline for longer than the lifetime
+    presents an expired membership and is refused in the handshake."""
+    netns.require_netns()
+    net = netns.Net(2)
+    net.up()
+    nodes = {i: MeshNode(net, i, str(tmp_path)) for i in (1, 2)}
+    orig = MeshNode.write_conf
+
+    def write_conf(self):
+        orig(self)
+        with open(self.conf, "a") as f:
+            f.write("membership_lifetime = 10s\n")
+    try:
+        for nd in nodes.values():
+            nd.write_conf = write_conf.__get__(nd)
+            nd.start()
+        nodes[1].ok("mesh", "create")
+        join(nodes, 1, 2)
+        wait_for(lambda: all_alive(nodes, [1, 2]), 15 * SLOW, "2 alive")
+        exp0 = json.loads(nodes[2].ok("mesh", "status", "--json"))["mesh"][
+            "expires"]
+        # Renewed before it runs out, and still alive after the first
+        # certificate's end.
+        wait_for(lambda: json.loads(nodes[2].ok("mesh", "status", "--json"))
+                 ["mesh"]["expires"] > exp0, 12 * SLOW, "a renewal")
+        time.sleep(max(0, exp0 - time.time()) + 1)
+        assert nodes[1].states()["n2"] == "alive"
+        assert b"membership_renewed" in nodes[2].logtext()
+        # Offline past its lifetime: refused when it comes back.
+        nodes[2].stop()
+        time.sleep(11)
+        nodes[2].start()
+        wait_for(lambda: b"expired" in nodes[1].logtext(), 10 * SLOW,
+                 "n1 to refuse n2's expired membership")
+        assert b"membership_expired" in nodes[2].logtext()
+        time.sleep(2)
+        assert nodes[1].states()["n2"] != "alive" or \
+            nodes[1].peers()["n2"]["last_contact"] < time.time() - 1.5
+    finally:
+        for nd in nodes.values():
+            if nd.proc is not None:
+                nd.stop()
+        net.down()
