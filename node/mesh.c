@@ -168,6 +168,7 @@ struct mesh {
     /* counters */
     int store_pending; /* store callbacks that take m or a link */
     uint64_t refuse_log_at, refuse_suppressed;
+    char refuse_last[64];
     uint64_t refused, frames_in, frames_out, rx_invalid;
     uint64_t next_rand;
 };
@@ -1190,8 +1191,11 @@ out:
         uint64_t now = uv_now(m->loop);
 
         m->refused++;
-        /* A removed node keeps knocking: one line a second at most. */
-        if (now >= m->refuse_log_at) {
+        /* A removed node keeps knocking: one line a second at most
+           for the same reason. */
+        if (now >= m->refuse_log_at ||
+            strncmp(why, m->refuse_last, sizeof(m->refuse_last) - 1) != 0) {
+            snprintf(m->refuse_last, sizeof(m->refuse_last), "%s", why);
             log_warn("event=mesh.refused peer_addr=%s direction=%s "
                      "reason=\"%s\" suppressed=%" PRIu64,
                      mesh_conn_peer(c), mesh_conn_initiator(c) ? "out" : "in",

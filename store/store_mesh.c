@@ -142,7 +142,8 @@ store_mesh_each(struct store *st, const void *prefix, size_t plen,
     rc = plen ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
               : mdb_cursor_get(c, &k, &v, MDB_FIRST);
     for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) {
+        if (plen > 0 &&
+            (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)) {
             rc = MDB_NOTFOUND;
             break;
         }
