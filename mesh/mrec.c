@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <msgpack.h>
 #include <sodium.h>
@@ -711,32 +712,16 @@ mrec_chain_decode_bytes(const void *p, size_t len, struct mrec_chain *out)
     return mrec_from_bytes(p, len, mrec_chain_obj, out);
 }
 
-/* Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (proleptic Gregorian, UTC; Howard
- * Hinnant's civil_from_days), without the C library's time zone state. */
+/* t as "YYYY-MM-DDTHH:MM:SSZ" (UTC; gmtime_r uses no time zone state). */
 static void
 mrec_iso_time(int64_t t, char *out, size_t outsz)
 {
-    int64_t days = t / 86400, secs = t % 86400;
-    int64_t z, era, doe, yoe, y, doy, mp, d, m;
+    time_t tt = (time_t)t;
+    struct tm tm;
 
-    if (secs < 0) {
-        secs += 86400;
-        days--;
-    }
-    z = days + 719468;
-    era = (z >= 0 ? z : z - 146096) / 146097;
-    doe = z - era * 146097;
-    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    y = yoe + era * 400;
-    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    mp = (5 * doy + 2) / 153;
-    d = doy - (153 * mp + 2) / 5 + 1;
-    m = mp < 10 ? mp + 3 : mp - 9;
-    if (m <= 2)
-        y++;
-    snprintf(out, outsz, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lldZ",
-             (long long)y, (long long)m, (long long)d, (long long)(secs / 3600),
-             (long long)(secs / 60 % 60), (long long)(secs % 60));
+    if (gmtime_r(&tt, &tm) == NULL ||
+        strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, outsz, "%lld", (long long)t);
 }
 
 /* A certificate's name for a message: checked, since the struct may come
