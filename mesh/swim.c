@@ -889,7 +889,15 @@ swim_receive(struct swim *s, const struct swim_msg *msg, uint64_t now)
         rl->used = 1;
         rl->seq = s->next_seq++;
         rl->req_seq = msg->seq;
-        rl->deadline = now + scaled(s, s->prof.probe_timeout_ms);
+        /* Answer within the time the requester has left for indirect
+         * probes (interval - timeout), with a margin, so that its nack
+         * arrives before the requester gives up: a nack that comes late
+         * counts as missing and would raise the requester's health score
+         * for nothing, slowing its probing just when a member died. */
+        rl->deadline =
+            now +
+            scaled(s, (s->prof.probe_interval_ms - s->prof.probe_timeout_ms) *
+                          4 / 5);
         memcpy(rl->requester, msg->from, SWIM_NAME_MAX);
         send_msg(s, (unsigned)t, SWIM_MSG_PING, rl->seq, msg->target);
         break;

@@ -43,7 +43,10 @@
  * shuffled list (reshuffled at each pass, memberlist's round robin) that is
  * alive or suspect gets a ping; no ack within probe_timeout * (score + 1)
  * sends ping-req to indirect_checks random alive members, which ping the
- * target and answer ack, or nack when their own probe_timeout passes. No
+ * target and answer ack, or nack after 4/5 of (probe_interval -
+ * probe_timeout), the time the requester has left, so that a nack arrives
+ * before the requester gives up (memberlist waits probe_timeout, and its
+ * nacks race the requester's deadline: a late one counts as missing). No
  * ack by the end of the probe interval: the target becomes suspect.
  * Local health (Lifeguard): score 0 .. SWIM_AWARENESS_MAX - 1, so probe
  * interval and timeout are scaled by 1 .. SWIM_AWARENESS_MAX. A successful

@@ -1626,6 +1626,10 @@ ctl_do_mesh_peers(struct ctl_cli *cli, int status)
                " dead, %" PRIu64 " left, %" PRIu64 " removed\n",
                ctl_u64(m, "alive"), ctl_u64(m, "suspect"), ctl_u64(m, "dead"),
                ctl_u64(m, "left"), ctl_u64(m, "revoked"));
+        printf("health      %" PRIu64 " (0 is good; up to 7: this node's own "
+               "probes fail, so it probes slower rather than accuse "
+               "others)\n",
+               ctl_u64(m, "health"));
         printf("refused     %" PRIu64 " connections (not members, removed, "
                "expired or bad tokens)\n",
                ctl_u64(m, "refused"));

@@ -2496,8 +2496,9 @@ mesh_status_enc(struct mesh *m, struct ctl_enc *e)
             cnt[p->revoked ? 4 : (unsigned)p->state]++;
     if (m->member)
         mesh_hex(m->mesh_id, MREC_MESHID, id);
-    ctl_enc_map(e, 14);
+    ctl_enc_map(e, 15);
     ctl_enc_kbool(e, "member", m->member);
+    ctl_enc_ku64(e, "health", m->swim ? swim_awareness(m->swim) : 0);
     ctl_enc_kstr(e, "mesh", id);
     ctl_enc_kstr(e, "name", m->cfg->mesh_name);
     ctl_enc_kstr(e, "profile",

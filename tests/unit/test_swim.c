@@ -351,7 +351,16 @@ test_crash_detected(void **state)
     assert_int_equal(tmax, 24000);
     sim_run(sim, crash);
     sim->node[4].down = 1;
-    sim_run(sim, crash + 2 * (n - 1) * 1000 + 1000 + tmax + 1000);
+    /* Relays answer nack before the requester's probe ends, so a dead
+     * member costs the healthy ones no local health (Lifeguard): their
+     * score stays 0 and their probing keeps its pace. */
+    for (uint64_t t = crash;
+         t < crash + 2 * (n - 1) * 1000 + 1000 + tmax + 1000; t += 50) {
+        sim_run(sim, t + 50);
+        for (unsigned i = 0; i < n - 1; i++) {
+            assert_int_equal(swim_awareness(sim->node[i].s), 0);
+        }
+    }
     for (unsigned i = 0; i < n - 1; i++) {
         uint64_t s = first_event(sim, i, "node4", SWIM_SUSPECT);
         uint64_t d = first_event(sim, i, "node4", SWIM_DEAD);
