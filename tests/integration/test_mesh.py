@@ -251,6 +251,34 @@ def test_no_plaintext_on_the_wire(mesh):
              "n2's new record at n4")
 
 
+PROBE = os.environ.get("MESH_PROBE_BIN") or (
+    os.path.join(os.path.dirname(BIN), "tests", "mesh_probe") if BIN else None)
+
+
+def test_stranger_is_refused_in_the_handshake(mesh):
+    """A node with a key and a valid certificate of another mesh completes
+    Noise message 2 (the node proves its key) but is refused on message 3;
+    the frame it sends right after is never read."""
+    net, nodes = mesh
+    if not PROBE or not os.path.exists(PROBE):
+        pytest.skip("mesh_probe not built")
+    before = nodes[1].logtext()
+    out = subprocess.run(["ip", "netns", "exec", net.ns(6), PROBE,
+                          "%s:4750" % net.addr(1), "stranger"],
+                         capture_output=True, timeout=30)
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert out.stdout.decode().split() == ["handshake2", "ok", "closed"]
+    log = nodes[1].logtext()[len(before):]
+    assert b"event=mesh.refused" in log and b"not of this mesh" in log, log
+    assert b"bad_frame" not in log and b"frame_ignored" not in log
+    # Garbage instead of a handshake: closed, the node unharmed.
+    out = subprocess.run(["ip", "netns", "exec", net.ns(6), PROBE,
+                          "%s:4750" % net.addr(1), "garbage"],
+                         capture_output=True, timeout=30)
+    assert out.returncode == 0 and out.stdout == b"closed\n", out
+    assert all_alive(nodes, [1, 2, 3, 4, 5])
+
+
 def test_isolated_node_is_suspect_then_dead_then_alive_after_heal(mesh):
     net, nodes = mesh
     others = [1, 2, 4, 5]
