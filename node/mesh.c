@@ -20,6 +20,7 @@
  *   ka      keepalive (mesh_conn.c), ignored
  */
 #include <errno.h>
+#include <netinet/in.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -51,6 +52,9 @@
 #define MESH_INVITES_MAX 1024
 #define MESH_RENEW_EVERY 5000 /* ms between renewal requests */
 #define MESH_FRAME_BODY_MAX (FRAME_MSG_MAX - 64)
+#define MESH_PEERS_MAX SWIM_MEMBERS_MAX
+#define MESH_HANDSHAKES_MAX 64 /* inbound connections not yet verified */
+#define MESH_SKEW 300          /* seconds of clock skew tolerated */
 
 enum mesh_link_kind {
     LINK_OUT,       /* we dialed a member */
@@ -73,6 +77,7 @@ struct mesh_link {
     char join_name[MREC_NAME_MAX];
     uint8_t join_id[MREC_INVITE_ID];
     int join_taking;
+    int counted; /* in m->handshakes_in */
 };
 
 struct mesh_qframe {
@@ -94,7 +99,9 @@ struct mesh_peer {
     struct buf rec_raw;
     int revoked;
     struct buf rev_raw;
+    uint8_t rev_by[MREC_PK]; /* who signed the revocation */
     int in_swim;
+    int reconcile; /* push/pull with it as soon as SWIM returns */
     /* our outgoing connection */
     struct mesh_link *out;
     uint64_t dial_at, backoff;
@@ -163,10 +170,14 @@ struct mesh {
     char join_err[256];
     struct mesh_pending invite;
     char invite_text[MCODEC_TOKEN_MAX];
+    uint8_t invite_id[MREC_INVITE_ID]; /* of the invite being saved */
     struct mesh_pending remove;
     char remove_name[MREC_NAME_MAX];
     /* counters */
     int store_pending; /* store callbacks that take m or a link */
+    unsigned npeers;
+    unsigned handshakes_in; /* LINK_IN_UNKNOWN links */
+    int renew_asked;        /* we sent "renew": our next chain may come */
     uint64_t refuse_log_at, refuse_suppressed;
     char refuse_last[64];
     uint64_t refused, frames_in, frames_out, rx_invalid;
@@ -181,6 +192,7 @@ static int mesh_link_verify(struct mesh_conn *c, const uint8_t rs[32],
                             size_t whysz);
 static void mesh_swim_rearm(struct mesh *m);
 static void mesh_maybe_free(struct mesh *m);
+static void mesh_link_uncount(struct mesh_link *l);
 static void mesh_send_pp(struct mesh *m, struct mesh_link *l, int want_reply);
 static int mesh_peer_send(struct mesh *m, struct mesh_peer *p, const char *type,
                           const void *body, size_t len);
@@ -240,6 +252,18 @@ mesh_hex(const uint8_t *p, size_t n, char *out)
     sodium_bin2hex(out, n * 2 + 1, p, n);
 }
 
+/* A chain is valid until its earliest-expiring certificate. */
+static int64_t
+mesh_chain_expires(const struct mrec_chain *ch)
+{
+    int64_t e = INT64_MAX;
+
+    for (unsigned i = 0; i < ch->n; i++)
+        if (ch->c[i].expires < e)
+            e = ch->c[i].expires;
+    return ch->n ? e : 0;
+}
+
 static int
 mesh_is_revoked_cb(void *arg, const uint8_t pk[32])
 {
@@ -283,8 +307,13 @@ mesh_peer_get(struct mesh *m, const uint8_t pk[MREC_PK])
 
     if (p != NULL)
         return p;
+    if (m->npeers >= MESH_PEERS_MAX) {
+        log_warn("event=mesh.peers_full max=%u", MESH_PEERS_MAX);
+        return NULL;
+    }
     if ((p = calloc(1, sizeof(*p))) == NULL)
         return NULL;
+    m->npeers++;
     memcpy(p->pk, pk, MREC_PK);
     if (crypto_sign_ed25519_pk_to_curve25519(p->xpk, pk) != 0) {
         free(p);
@@ -426,8 +455,15 @@ mesh_take_chain(struct mesh *m, const struct mrec_chain *ch, char *why,
     if (r != 0)
         return r;
     if (mesh_is_self(m, ch->c[0].node_pk)) {
-        if (ch->c[0].expires <= m->chain.c[0].expires)
+        /* Only a renewal we asked for, for our own name, no longer than
+           this node's configured lifetime: a member cannot hand us a
+           chain through itself and then revoke itself to cut us off. */
+        if (!m->renew_asked || strcmp(ch->c[0].name, m->cfg->mesh_name) != 0 ||
+            ch->c[0].expires - ch->c[0].issued >
+                (int64_t)m->cfg->mesh_lifetime + MESH_SKEW ||
+            mesh_chain_expires(ch) <= mesh_chain_expires(&m->chain))
             return 0;
+        m->renew_asked = 0;
         m->chain = *ch;
         mesh_save_self(m, NULL, NULL);
         log_info("event=mesh.membership_renewed expires=%" PRId64
@@ -435,11 +471,16 @@ mesh_take_chain(struct mesh *m, const struct mrec_chain *ch, char *why,
                  ch->c[0].expires, ch->n);
         return 1;
     }
+    if (strcmp(ch->c[0].name, m->cfg->mesh_name) == 0) {
+        snprintf(why, whysz, "another key claims this node's name %s",
+                 ch->c[0].name);
+        return RM_E_PERM;
+    }
     if ((p = mesh_peer_get(m, ch->c[0].node_pk)) == NULL)
         return -ENOMEM;
     if (p->revoked)
         return RM_E_PERM;
-    if (p->has_chain && ch->c[0].expires <= p->chain.c[0].expires)
+    if (p->has_chain && mesh_chain_expires(ch) <= mesh_chain_expires(&p->chain))
         return 0;
     if (p->has_chain && strcmp(p->name, ch->c[0].name) != 0) {
         snprintf(why, whysz, "a certificate renames %s to %s", p->name,
@@ -517,6 +558,7 @@ mesh_take_record(struct mesh *m, struct mrec_node *rec, const void *raw,
 
 static void mesh_link_close_peer(struct mesh *m, struct mesh_peer *p,
                                  const char *why);
+static void mesh_recheck_links(struct mesh *m);
 
 /* A revocation: keep it if signed by a member (or the root). */
 static int
@@ -531,6 +573,12 @@ mesh_take_revoke(struct mesh *m, const struct mrec_revoke *rv, const void *raw,
     }
     if (mrec_revoke_verify_sig(rv) != 0) {
         snprintf(why, whysz, "bad signature on the revocation of %s", rv->name);
+        return RM_E_PERM;
+    }
+    if (memcmp(rv->node_pk, m->root_pk, MREC_PK) == 0) {
+        snprintf(why, whysz,
+                 "a revocation of the mesh's first node (every "
+                 "membership chains to it)");
         return RM_E_PERM;
     }
     by = mesh_peer_by_pk(m, rv->by_pk);
@@ -559,6 +607,7 @@ mesh_take_revoke(struct mesh *m, const struct mrec_revoke *rv, const void *raw,
         snprintf(p->name, sizeof(p->name), "%s", rv->name);
     buf_reset(&p->rev_raw);
     buf_append(&p->rev_raw, raw, rawlen);
+    memcpy(p->rev_by, rv->by_pk, MREC_PK);
     mesh_put(m, "rev/", p->pk, MREC_PK, raw, rawlen, "rev", NULL, NULL);
     log_warn("event=mesh.revoked peer=%s fingerprint=%s by=%s", p->name, p->fp,
              mesh_is_self(m, rv->by_pk) ? "this node" : (by ? by->name : "?"));
@@ -581,6 +630,7 @@ mesh_take_revoke(struct mesh *m, const struct mrec_revoke *rv, const void *raw,
         mesh_swim_rearm(m);
     }
     mesh_link_close_peer(m, p, "revoked");
+    mesh_recheck_links(m);
     return 1;
 }
 
@@ -593,9 +643,31 @@ mesh_flood(struct mesh *m, const char *type, const void *body, size_t len,
     for (struct mesh_peer *p = m->peers; p; p = p->next) {
         if (p == except || p->revoked || !p->has_chain || p->rec == NULL)
             continue;
-        if (p->state == SWIM_DEAD || p->state == SWIM_LEFT)
+        if ((p->state == SWIM_DEAD || p->state == SWIM_LEFT) &&
+            (p->out == NULL || !mesh_conn_is_up(p->out->c)))
             continue;
         mesh_peer_send(m, p, type, body, len);
+    }
+}
+
+static void mesh_send_rev(struct mesh *m, struct mesh_link *l,
+                          struct mesh_peer *to, const struct mesh_peer *p);
+
+/* The revocation of p to every member but except (and p itself). */
+static void
+mesh_flood_rev(struct mesh *m, const struct mesh_peer *p,
+               const struct mesh_peer *except)
+{
+    if (p == NULL || !p->rev_raw.len)
+        return;
+    for (struct mesh_peer *q = m->peers; q; q = q->next) {
+        if (q == except || q == p || q->revoked || !q->has_chain ||
+            q->rec == NULL)
+            continue;
+        if ((q->state == SWIM_DEAD || q->state == SWIM_LEFT) &&
+            (q->out == NULL || !mesh_conn_is_up(q->out->c)))
+            continue;
+        mesh_send_rev(m, NULL, q, p);
     }
 }
 
@@ -682,9 +754,8 @@ mesh_swim_state(void *ctx, const char *name, enum swim_state old,
                 "incarnation=%" PRIu32,
                 name, swim_state_name(st), swim_state_name(old), inc);
     }
-    if (st == SWIM_ALIVE && old == SWIM_DEAD && p->out != NULL &&
-        mesh_conn_is_up(p->out->c))
-        mesh_send_pp(m, p->out, 1); /* heard from again: reconcile now */
+    if (st == SWIM_ALIVE && old == SWIM_DEAD)
+        p->reconcile = 1; /* heard from again: push/pull once out of SWIM */
 }
 
 static uint32_t
@@ -711,6 +782,13 @@ mesh_swim_rearm(struct mesh *m)
 
     if (m->swim == NULL || m->closing)
         return;
+    /* Work the SWIM callbacks could not do (they must not re-enter it). */
+    for (struct mesh_peer *p = m->peers; p; p = p->next)
+        if (p->reconcile) {
+            p->reconcile = 0;
+            if (p->out != NULL && mesh_conn_is_up(p->out->c))
+                mesh_send_pp(m, p->out, 1);
+        }
     next = swim_next_deadline(m->swim);
     uv_timer_start(&m->swim_timer, mesh_swim_timer_cb,
                    next > now ? next - now : 0, 0);
@@ -915,6 +993,31 @@ mesh_link_close_peer(struct mesh *m, struct mesh_peer *p, const char *why)
         }
 }
 
+/* Connected members whose chain no longer verifies (a revoked issuer, an
+   expiry) lose their connections: membership is checked for as long as a
+   connection lasts, not only at its handshake. */
+static void
+mesh_recheck_links(struct mesh *m)
+{
+    int64_t now = mesh_wall_s();
+
+    for (struct mesh_peer *p = m->peers; p; p = p->next) {
+        char why[200] = "";
+
+        if (!p->has_chain || p->revoked)
+            continue;
+        if (mrec_chain_verify(&p->chain, m->mesh_id, m->root_pk, now,
+                              mesh_is_revoked_cb, m, why, sizeof(why)) == 0)
+            continue;
+        for (struct mesh_link *l = m->links; l; l = l->next)
+            if (l->p == p && l->c != NULL) {
+                log_warn("event=mesh.disconnect peer=%s reason=\"%s\"", p->name,
+                         why);
+                mesh_conn_close(l->c, RM_E_PERM);
+            }
+    }
+}
+
 static int
 mesh_cred_member(struct mesh *m, struct buf *b)
 {
@@ -1092,6 +1195,15 @@ mesh_verify_joiner(struct mesh *m, struct mesh_link *l,
             snprintf(why, whysz, "node name \"%s\" is taken", name);
             return RM_E_PERM;
         }
+        for (struct mesh_link *o = m->links; o; o = o->next)
+            if (o != l && o->kind == LINK_JOIN_IN &&
+                strcmp(o->join_name, name) == 0) {
+                snprintf(why, whysz,
+                         "node name \"%s\" is being admitted "
+                         "for another node",
+                         name);
+                return RM_E_PERM;
+            }
     }
     m->inv[i].taken = 1;
     l->kind = LINK_JOIN_IN;
@@ -1110,6 +1222,7 @@ mesh_link_verify(struct mesh_conn *c, const uint8_t rs[32], const uint8_t *cred,
     struct mcodec_cred *cr;
     int r = RM_E_PERM;
 
+    mesh_link_uncount(l);
     if ((cr = malloc(sizeof(*cr))) == NULL)
         return -ENOMEM;
     if (mcodec_cred_decode(cred, len, cr) != 0) {
@@ -1218,16 +1331,13 @@ mesh_link_greet(struct mesh *m, struct mesh_link *l)
 {
     struct buf b;
 
-    for (struct mesh_peer *p = m->peers; p; p = p->next)
-        if (p->revoked && p->rev_raw.len)
-            mesh_link_send(l, "rev", p->rev_raw.data, p->rev_raw.len);
     buf_init(&b, 64 * 1024);
     if (mrec_chain_encode(&b, &m->chain) == 0)
         mesh_link_send(l, "cert", b.data, b.len);
     buf_cleanup(&b);
     if (m->self_rec_raw.len)
         mesh_link_send(l, "node", m->self_rec_raw.data, m->self_rec_raw.len);
-    mesh_send_pp(m, l, 1);
+    mesh_send_pp(m, l, 1); /* revocations first, then the state */
 }
 
 static void
@@ -1240,6 +1350,8 @@ mesh_admit_stored(void *arg, int status)
     char why[160] = "";
     int i = mesh_invite_find(m, l->join_id), r;
 
+    if (i >= 0) /* used (or lost to another taker): gone either way */
+        m->inv[i] = m->inv[--m->ninv];
     l->join_taking = 0;
     m->store_pending--;
     if (l->c == NULL || m->closing) { /* the link closed meanwhile */
@@ -1257,8 +1369,17 @@ mesh_admit_stored(void *arg, int status)
         mesh_conn_close(l->c, RM_E_PERM);
         return;
     }
-    if (i >= 0) {
-        m->inv[i] = m->inv[--m->ninv];
+    {
+        struct mesh_peer *same = mesh_peer_by_name(m, l->join_name);
+
+        if ((same != NULL && memcmp(same->pk, l->join_pk, MREC_PK) != 0) ||
+            strcmp(l->join_name, m->cfg->mesh_name) == 0) {
+            log_warn("event=mesh.join_refused name=%s reason=\"name taken "
+                     "meanwhile\"",
+                     l->join_name);
+            mesh_conn_close(l->c, RM_E_EXISTS);
+            return;
+        }
     }
     if ((r = mesh_issue(m, l->join_pk, l->join_name, &ch)) != 0) {
         log_err("event=mesh.join_failed name=%s error=\"%s\"", l->join_name,
@@ -1270,8 +1391,8 @@ mesh_admit_stored(void *arg, int status)
     if (mcodec_cred_member_encode(&b, &ch) == 0)
         mesh_link_send(l, "admit", b.data, b.len);
     buf_reset(&b);
-    mesh_take_chain(m, &ch, why, sizeof(why));
-    if (mrec_chain_encode(&b, &ch) == 0)
+    if (mesh_take_chain(m, &ch, why, sizeof(why)) == 1 &&
+        mrec_chain_encode(&b, &ch) == 0)
         mesh_flood(m, "cert", b.data, b.len, NULL);
     buf_cleanup(&b);
     log_info("event=mesh.admitted peer=%s peer_addr=%s fingerprint_pk=%s",
@@ -1345,6 +1466,13 @@ mesh_link_closed(struct mesh_conn *c, int reason, const char *why)
     m = l->m;
     p = l->p;
     l->c = NULL;
+    mesh_link_uncount(l);
+    if (l->kind == LINK_JOIN_IN && !l->join_taking) {
+        int i = mesh_invite_find(m, l->join_id);
+
+        if (i >= 0)
+            m->inv[i].taken = 0; /* never consumed: usable again */
+    }
     if (l->kind == LINK_OUT && p != NULL && p->out == l) {
         p->out = NULL;
         mesh_peer_qclear(p);
@@ -1356,7 +1484,8 @@ mesh_link_closed(struct mesh_conn *c, int reason, const char *why)
         }
         log_debug("event=mesh.link_closed peer=%s reason=\"%s\"", p->name,
                   why && why[0] ? why : rm_strerror(reason));
-    } else if (l->kind == LINK_JOIN_OUT && !m->closing && m->join.cb) {
+    } else if (l->kind == LINK_JOIN_OUT && !m->closing && m->join.cb &&
+               !m->member) {
         if (reason == RM_E_CLOSED || reason == UV_ECONNRESET)
             snprintf(m->join_err, sizeof(m->join_err),
                      "%s refused the token (already used, expired, "
@@ -1377,6 +1506,33 @@ mesh_link_closed(struct mesh_conn *c, int reason, const char *why)
 
 /* ---- frames ----------------------------------------------------------- */
 
+/* The revocation of p, after its signer's chain, on link l or (l NULL)
+   to peer `to`. */
+static void
+mesh_send_rev(struct mesh *m, struct mesh_link *l, struct mesh_peer *to,
+              const struct mesh_peer *p)
+{
+    struct buf b;
+    const struct mesh_peer *by = NULL;
+
+    buf_init(&b, 64 * 1024);
+    if (mesh_is_self(m, p->rev_by))
+        mrec_chain_encode(&b, &m->chain);
+    else if ((by = mesh_peer_by_pk(m, p->rev_by)) != NULL && by->chain_raw.len)
+        buf_append(&b, by->chain_raw.data, by->chain_raw.len);
+    if (b.len > 0) {
+        if (l != NULL)
+            mesh_link_send(l, "cert", b.data, b.len);
+        else
+            mesh_peer_send(m, to, "cert", b.data, b.len);
+    }
+    if (l != NULL)
+        mesh_link_send(l, "rev", p->rev_raw.data, p->rev_raw.len);
+    else
+        mesh_peer_send(m, to, "rev", p->rev_raw.data, p->rev_raw.len);
+    buf_cleanup(&b);
+}
+
 static void
 mesh_send_pp(struct mesh *m, struct mesh_link *l, int want_reply)
 {
@@ -1386,6 +1542,12 @@ mesh_send_pp(struct mesh *m, struct mesh_link *l, int want_reply)
 
     if (m->swim == NULL)
         return;
+    /* Every revocation rides with a push/pull request, each after its
+       signer's chain (a receiver may not know the signer yet). */
+    if (want_reply)
+        for (struct mesh_peer *p = m->peers; p; p = p->next)
+            if (p->revoked && p->rev_raw.len)
+                mesh_send_rev(m, l, NULL, p);
     n = swim_member_count(m->swim);
     if ((e = calloc(n, sizeof(*e))) == NULL)
         return;
@@ -1609,7 +1771,7 @@ mesh_on_rev(struct mesh *m, struct mesh_link *l, const msgpack_object *body)
         if (r < 0)
             log_warn("event=mesh.revoke_refused reason=\"%s\"", why);
         else if (r == 1 && m->member)
-            mesh_flood(m, "rev", raw.data, raw.len, from);
+            mesh_flood_rev(m, mesh_peer_by_pk(m, rv.node_pk), from);
     }
     buf_cleanup(&raw);
 }
@@ -1621,6 +1783,13 @@ mesh_on_renew(struct mesh *m, struct mesh_link *l)
     struct buf b;
     char why[160];
 
+    if (mrec_chain_verify(&l->p->chain, m->mesh_id, m->root_pk, mesh_wall_s(),
+                          mesh_is_revoked_cb, m, why, sizeof(why)) != 0) {
+        log_warn("event=mesh.renew_refused peer=%s reason=\"%s\"", l->p->name,
+                 why);
+        mesh_conn_close(l->c, RM_E_PERM);
+        return;
+    }
     if (mesh_issue(m, l->p->pk, l->p->name, &ch) != 0)
         return;
     buf_init(&b, 64 * 1024);
@@ -1683,6 +1852,38 @@ contact:
 /* ---- listener ---------------------------------------------------------- */
 
 static void
+mesh_reject_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Take the pending connection off the listener and close it (libuv stops
+   watching a listener whose callback accepted nothing). */
+static void
+mesh_reject(uv_stream_t *srv)
+{
+    uv_tcp_t *t = malloc(sizeof(*t));
+
+    if (t == NULL)
+        return;
+    uv_tcp_init(srv->loop, t);
+    if (uv_accept(srv, (uv_stream_t *)t) != 0) {
+        uv_close((uv_handle_t *)t, mesh_reject_closed);
+        return;
+    }
+    uv_close((uv_handle_t *)t, mesh_reject_closed);
+}
+
+static void
+mesh_link_uncount(struct mesh_link *l)
+{
+    if (l->counted) {
+        l->counted = 0;
+        l->m->handshakes_in--;
+    }
+}
+
+static void
 mesh_accept_cb(uv_stream_t *srv, int status)
 {
     struct mesh *m = srv->data;
@@ -1691,10 +1892,22 @@ mesh_accept_cb(uv_stream_t *srv, int status)
     struct buf cred;
     int r;
 
-    if (status != 0 || m->closing)
+    if (status != 0)
         return;
-    if ((l = mesh_link_new(m, LINK_IN_UNKNOWN, NULL)) == NULL)
+    if (m->closing || m->handshakes_in >= MESH_HANDSHAKES_MAX) {
+        if (!m->closing)
+            log_warn("event=mesh.busy handshakes=%u msg=\"too many "
+                     "connections not yet verified; one refused\"",
+                     m->handshakes_in);
+        mesh_reject(srv);
         return;
+    }
+    if ((l = mesh_link_new(m, LINK_IN_UNKNOWN, NULL)) == NULL) {
+        mesh_reject(srv);
+        return;
+    }
+    l->counted = 1;
+    m->handshakes_in++;
     buf_init(&cred, MESH_CONN_CRED_MAX);
     if (m->member)
         mesh_cred_member(m, &cred);
@@ -1702,7 +1915,9 @@ mesh_accept_cb(uv_stream_t *srv, int status)
     r = mesh_conn_accept(srv, &o, &mesh_cbs, l, &l->c);
     buf_cleanup(&cred);
     if (r != 0) {
+        mesh_link_uncount(l);
         mesh_link_unlink(l);
+        mesh_reject(srv);
         return;
     }
 }
@@ -1744,7 +1959,7 @@ mesh_house_cb(uv_timer_t *t)
 
     if (m->closing)
         return;
-    if (m->join.cb != NULL && now >= m->join_deadline)
+    if (m->join.cb != NULL && !m->member && now >= m->join_deadline)
         mesh_join_finish(m, RM_E_AGAIN, "%s",
                          m->join_err[0] ? m->join_err
                                         : "no answer from the inviting node");
@@ -1765,10 +1980,12 @@ mesh_house_cb(uv_timer_t *t)
     }
     if (!m->member || m->swim == NULL)
         return;
+    mesh_recheck_links(m);
     /* Dead (and never connected) members are still dialed, at the
        backoff's pace: that is how a healed link is found. */
     for (struct mesh_peer *p = m->peers; p; p = p->next) {
-        if (p->revoked || !p->in_swim || p->out != NULL || now < p->dial_at)
+        if (p->revoked || !p->has_chain || p->out != NULL || now < p->dial_at ||
+            (p->rec == NULL && p->n_hint == 0))
             continue;
         mesh_dial(m, p);
     }
@@ -1788,9 +2005,9 @@ mesh_house_cb(uv_timer_t *t)
     /* Renew our membership at half-life. */
     {
         const struct mrec_cert *c = &m->chain.c[0];
+        int64_t eff = mesh_chain_expires(&m->chain);
 
-        if (wall >= c->issued + (c->expires - c->issued) / 2 &&
-            now >= m->next_renew) {
+        if (wall >= c->issued + (eff - c->issued) / 2 && now >= m->next_renew) {
             m->next_renew = now + MESH_RENEW_EVERY;
             if (m->chain.n == 1) {
                 struct mrec_chain ch;
@@ -1815,8 +2032,10 @@ mesh_house_cb(uv_timer_t *t)
                         p->chain.n < MREC_CHAIN_MAX &&
                         (best == NULL || p->chain.n < best->chain.n))
                         best = p;
-                if (best != NULL)
+                if (best != NULL) {
+                    m->renew_asked = 1;
                     mesh_link_send(best->out, "renew", "\xc0", 1);
+                }
             }
         }
     }
@@ -1991,6 +2210,9 @@ mesh_join_admitted(struct mesh *m, struct mesh_link *l,
         if (p != NULL) {
             p->n_hint = m->join_tok.n_addrs;
             memcpy(p->hint, m->join_tok.addrs, sizeof(p->hint));
+            /* Kept until its record comes, across restarts too. */
+            mesh_put(m, "hint/", p->pk, MREC_PK, m->invite_text,
+                     strlen(m->invite_text), "hint", NULL, NULL);
         }
     }
     if ((r = mesh_save_self(m, mesh_join_saved, m)) == 0)
@@ -2108,7 +2330,10 @@ mesh_invite_saved(void *arg, int status)
         ctl_enc_map(&e, 1);
         ctl_enc_kstr(&e, "token", m->invite_text);
     } else {
-        m->ninv--; /* it was the last one added */
+        int i = mesh_invite_find(m, m->invite_id);
+
+        if (i >= 0)
+            m->inv[i] = m->inv[--m->ninv];
     }
     mesh_pending_done(&m->invite, status,
                       status ? "cannot save the invite" : NULL, &e);
@@ -2187,6 +2412,7 @@ mesh_cmd_invite(struct mesh *m, const struct ctl_obj *args, char *err,
     }
     iv = &m->inv[m->ninv++];
     memcpy(iv->id, tok.id, MREC_INVITE_ID);
+    memcpy(m->invite_id, tok.id, MREC_INVITE_ID);
     iv->expires = tok.expires;
     snprintf(iv->name, sizeof(iv->name), "%s", name);
     iv->taken = 0;
@@ -2364,10 +2590,10 @@ mesh_cmd_remove(struct mesh *m, const struct ctl_obj *args, char *err,
     buf_init(&b, 4096);
     r = mrec_revoke_encode(&b, &rv);
     if (r == 0) {
-        /* Flood first (to the peers still listed), then take it here. */
-        mesh_flood(m, "rev", b.data, b.len, p);
         r = mesh_take_revoke(m, &rv, b.data, b.len, why, sizeof(why));
         r = r < 0 ? r : 0;
+        if (r == 0)
+            mesh_flood_rev(m, p, p);
     }
     if (r == 0) {
         struct store_mesh_write w;
@@ -2614,6 +2840,20 @@ mesh_load_cb(void *arg, const void *key, size_t klen, const void *val,
                 if (p->name[0] == '\0')
                     snprintf(p->name, sizeof(p->name), "%s", rv.name);
                 buf_append(&p->rev_raw, val, vlen);
+                memcpy(p->rev_by, rv.by_pk, MREC_PK);
+            }
+        }
+    } else if (klen == 5 + MREC_PK && memcmp(key, "hint/", 5) == 0) {
+        struct mrec_invite tok;
+        char text[MCODEC_TOKEN_MAX];
+        struct mesh_peer *p = mesh_peer_by_pk(m, (const uint8_t *)key + 5);
+
+        if (p != NULL && vlen < sizeof(text)) {
+            memcpy(text, val, vlen);
+            text[vlen] = '\0';
+            if (mrec_invite_from_text(text, &tok, why, sizeof(why)) == 0) {
+                p->n_hint = tok.n_addrs;
+                memcpy(p->hint, tok.addrs, sizeof(p->hint));
             }
         }
     } else if (klen == 4 + MREC_INVITE_ID && memcmp(key, "inv/", 4) == 0) {
@@ -2692,6 +2932,26 @@ mesh_new(struct node *n, struct mesh **out, char *err, size_t errsz)
     if ((r = store_mesh_each(n->store, NULL, 0, mesh_load_cb, m)) != 0) {
         snprintf(err, errsz, "cannot read the mesh state: %s", rm_strerror(r));
         return r;
+    }
+    if (m->cfg->nmesh_advertise == 0) {
+        for (size_t i = 0; i < m->cfg->nmesh_listen; i++) {
+            const struct sockaddr_storage *a = &m->cfg->mesh_listen[i].addr;
+            int any = (a->ss_family == AF_INET &&
+                       ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+                           htonl(INADDR_ANY)) ||
+                      (a->ss_family == AF_INET6 &&
+                       IN6_IS_ADDR_UNSPECIFIED(
+                           &((const struct sockaddr_in6 *)a)->sin6_addr));
+
+            if (any) {
+                snprintf(err, errsz,
+                         "[mesh] listen = %s is not an address peers can "
+                         "dial; set [mesh] advertise = the address:port "
+                         "the other nodes reach this one at",
+                         m->cfg->mesh_listen[i].text);
+                return RM_E_CONFIG;
+            }
+        }
     }
     if ((r = mesh_listen(m, err, errsz)) != 0)
         return r;
