@@ -3,6 +3,8 @@
 #   scripts/deps.sh          build + run dependencies
 #   scripts/deps.sh test     also what the test suite needs
 #   scripts/deps.sh bench    also what bench/ needs (Postfix as the peer)
+#   scripts/deps.sh win      only what scripts/win-deps.sh needs (mingw-w64
+#                            cross compilers, autotools, cmake, dpkg-source)
 # Packages already installed are not touched. As a normal user it prints
 # the apt-get line to run as root instead of running it.
 set -eu
@@ -10,13 +12,16 @@ set -eu
 BUILD="build-essential cmake pkg-config libuv1-dev liblmdb-dev libsodium-dev libmsgpack-dev libinih-dev libssl-dev libunbound-dev"
 TEST="libcmocka-dev libjansson-dev python3 python3-pytest swaks clang lmdb-utils openssl testssl.sh unbound python3-aiosmtpd postfix nftables serf"
 BENCH="postfix sasl2-bin libsasl2-modules"
+# msgpack-c's CMake project enables C++ as well, hence the g++ cross compilers.
+WIN="gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 g++-mingw-w64-x86-64 g++-mingw-w64-i686 binutils-mingw-w64-x86-64 binutils-mingw-w64-i686 make cmake autoconf automake libtool dpkg-dev xz-utils debian-archive-keyring"
 
 want="$BUILD"
 case "${1:-}" in
 test) want="$want $TEST" ;;
 bench) want="$want $TEST $BENCH" ;;
+win) want="$WIN" ;;
 "") ;;
-*) echo "usage: scripts/deps.sh [test|bench]" >&2; exit 2 ;;
+*) echo "usage: scripts/deps.sh [test|bench|win]" >&2; exit 2 ;;
 esac
 
 missing=""
