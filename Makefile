@@ -45,7 +45,7 @@ install: release
 	sh scripts/install.sh "$(PREFIX)" "$(DESTDIR)"
 
 format:
-	clang-format -i common/*.[ch] store/*.[ch] node/*.[ch] mesh/*.[ch] tests/unit/*.c tests/tools/*.c fuzz/*.c
+	clang-format -i common/*.[ch] store/*.[ch] node/*.[ch] mesh/*.[ch] bridge/*.[ch] tests/unit/*.c tests/tools/*.c fuzz/*.c
 
 clean:
 	rm -rf build build-asan build-fuzz build-release

@@ -19,8 +19,17 @@ mpack_be(const unsigned char *p, size_t n)
     return v;
 }
 
+/* mingw-w64's GCC checks "printf" formats against msvcrt's printf, which
+ * lacks %zu; the C99 stdio that mingw-w64 selects in C11 mode has it, and
+ * its stdio.h names the matching format (the Windows DLL builds this). */
+#ifdef __MINGW_PRINTF_FORMAT
+#define MPACK_PRINTF_FORMAT __MINGW_PRINTF_FORMAT
+#else
+#define MPACK_PRINTF_FORMAT printf
+#endif
+
 static void mpack_err(char *err, size_t errsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(MPACK_PRINTF_FORMAT, 3, 4)));
 
 static void
 mpack_err(char *err, size_t errsz, const char *fmt, ...)

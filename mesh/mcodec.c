@@ -7,6 +7,7 @@
 #include <msgpack.h>
 
 #include "common/mpack_check.h"
+#include "common/mpack_decode.h"
 #include "common/rm_error.h"
 #include "mesh/mcodec.h"
 
@@ -137,27 +138,11 @@ mcodec_invite_encode(struct buf *out, int64_t expires, const char *name)
 
 /* Unpack bytes (checked first) and run fn on the value. */
 static int
-mc_decode(const void *p, size_t len, int (*fn)(const msgpack_object *, void *),
-          void *arg)
+mc_decode(const void *p, size_t len, mpack_obj_fn fn, void *arg)
 {
-    msgpack_zone zone;
-    msgpack_object obj;
-    size_t off = 0;
-    int r;
-
     if (p == NULL || len == 0 || len > FRAME_MSG_MAX)
         return RM_E_PROTO;
-    if (mpack_check(p, len, NULL, 0) != 0)
-        return RM_E_PROTO;
-    if (!msgpack_zone_init(&zone, 2048))
-        return -ENOMEM;
-    if (msgpack_unpack(p, len, &off, &zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
-        off != len)
-        r = RM_E_PROTO;
-    else
-        r = fn(&obj, arg);
-    msgpack_zone_destroy(&zone);
-    return r;
+    return mpack_decode(p, len, fn, arg, NULL, 0);
 }
 
 static int

@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #include "common/mpack_check.h"
+#include "common/mpack_decode.h"
 #include "common/rm_error.h"
 #include "mesh/mrec.h"
 
@@ -377,35 +378,11 @@ typedef int (*mrec_obj_fn)(const msgpack_object *o, void *arg);
 static int
 mrec_from_bytes(const void *p, size_t len, mrec_obj_fn fn, void *arg)
 {
-    msgpack_zone z;
-    msgpack_object o;
-    size_t off = 0;
-    int r;
-
     if (p == NULL && len != 0)
         return RM_E_INVAL;
-    if (len == 0 || len > FRAME_MSG_MAX)
+    if (len > FRAME_MSG_MAX)
         return RM_E_PROTO;
-    if (mpack_check(p, len, NULL, 0) != 0)
-        return RM_E_PROTO;
-    if (!msgpack_zone_init(&z, 2048))
-        return -ENOMEM;
-    switch (msgpack_unpack(p, len, &off, &z, &o)) {
-    case MSGPACK_UNPACK_SUCCESS:
-        r = off == len ? fn(&o, arg) : RM_E_PROTO;
-        break;
-    case MSGPACK_UNPACK_NOMEM_ERROR:
-        r = -ENOMEM;
-        break;
-    case MSGPACK_UNPACK_EXTRA_BYTES:
-    case MSGPACK_UNPACK_CONTINUE:
-    case MSGPACK_UNPACK_PARSE_ERROR:
-    default:
-        r = RM_E_PROTO;
-        break;
-    }
-    msgpack_zone_destroy(&z);
-    return r;
+    return mpack_decode(p, len, fn, arg, NULL, 0);
 }
 
 /*

@@ -13,12 +13,12 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include <sodium.h>
 
 #include "common/rm_error.h"
 #include "node/dsn.h"
+#include "node/mime_compose.h"
 
 /* RFC 5322 §2.1.1: lines SHOULD be at most 78 and MUST be at most 998
    characters, excluding CRLF. */
@@ -52,43 +52,6 @@
 /* ---- characters ------------------------------------------------------ */
 
 /*
- * Length of the well-formed UTF-8 sequence at p (RFC 3629 §4: no
- * overlongs, no surrogates, nothing past U+10FFFF), or 0.
- */
-static size_t
-dsn_utf8_len(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t n;
-
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (avail < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++) {
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    }
-    return n;
-}
-
-/*
  * A field copied verbatim: present, at most max octets, no control
  * characters (so no CR or LF), no SP unless DSN_TOK_SPACE, 8-bit only as
  * well-formed UTF-8 and only when utf8 (RFC 6531/6532).
@@ -106,7 +69,7 @@ dsn_token_ok(const char *s, size_t max, int utf8, unsigned flags)
         return 0;
     for (size_t i = 0; i < len;) {
         if (p[i] >= 0x80) {
-            size_t n = utf8 ? dsn_utf8_len(p + i, len - i) : 0;
+            size_t n = utf8 ? mime_compose_utf8_len(p + i, len - i) : 0;
 
             if (n == 0)
                 return 0;
@@ -192,35 +155,12 @@ dsn_put(struct buf *out, const char *s)
     return buf_append(out, s, strlen(s));
 }
 
-/* RFC 5322 §3.3 date-time, always in UTC. */
-static int
-dsn_date(int64_t t, char out[40])
-{
-    static const char *const wday[] = {"Sun", "Mon", "Tue", "Wed",
-                                       "Thu", "Fri", "Sat"};
-    static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t tt;
-    struct tm tm;
-
-    /* RFC 5322 §3.3: a 4-digit year; 253402300799 is 9999-12-31. */
-    if (t < 0 || t > INT64_C(253402300799))
-        return RM_E_INVAL;
-    tt = (time_t)t;
-    if (gmtime_r(&tt, &tm) == NULL)
-        return RM_E_INVAL;
-    snprintf(out, 40, "%s, %d %s %04d %02d:%02d:%02d +0000", wday[tm.tm_wday],
-             tm.tm_mday, mon[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
-             tm.tm_min, tm.tm_sec);
-    return 0;
-}
-
 static int
 dsn_put_date(struct buf *out, const char *name, int64_t t)
 {
-    char d[40];
+    char d[MIME_COMPOSE_DATE_SIZE];
 
-    DSN_TRY(dsn_date(t, d));
+    DSN_TRY(mime_compose_date(t, d));
     return buf_appendf(out, "%s: %s\r\n", name, d);
 }
 
@@ -278,7 +218,7 @@ dsn_put_clean(struct dsn_fold *f, const unsigned char *p, size_t n)
         size_t k = 1;
 
         if (p[i] >= 0x80) {
-            k = f->utf8 ? dsn_utf8_len(p + i, n - i) : 0;
+            k = f->utf8 ? mime_compose_utf8_len(p + i, n - i) : 0;
             if (k == 0) {
                 DSN_TRY(buf_append(f->out, p + run, i - run));
                 DSN_TRY(buf_append(f->out, "?", 1));
@@ -333,7 +273,7 @@ dsn_fold_text(struct dsn_fold *f, const char *text, size_t len)
                that it would split; stray octets (written as '?') may be
                cut anywhere. */
             for (size_t k = 1; f->utf8 && k <= 3 && k <= n && n < wlen; k++) {
-                if (dsn_utf8_len(w + n - k, wlen - (n - k)) > k) {
+                if (mime_compose_utf8_len(w + n - k, wlen - (n - k)) > k) {
                     n -= k;
                     break;
                 }
@@ -591,7 +531,7 @@ dsn_put_notification(const struct dsn_report *r, struct buf *out,
             DSN_TRY(dsn_put_para(out, failed));
             break;
         case DSN_DELAYED: {
-            char d[32], until[40];
+            char d[32], until[MIME_COMPOSE_DATE_SIZE];
 
             DSN_TRY(dsn_put_para(out, delayed));
             dsn_duration(r->now - r->arrival, d);
@@ -602,7 +542,7 @@ dsn_put_notification(const struct dsn_report *r, struct buf *out,
                                     "for %s.\r\n",
                                     d));
             if (r->retry_until > 0) {
-                DSN_TRY(dsn_date(r->retry_until, until));
+                DSN_TRY(mime_compose_date(r->retry_until, until));
                 DSN_TRY(buf_appendf(out, "It will be retried until %s.\r\n",
                                     until));
             }
@@ -752,7 +692,7 @@ static int
 dsn_compose_all(const struct dsn_report *r, struct buf *out)
 {
     unsigned count[4] = {0, 0, 0, 0};
-    char msgid[33], bnd[64], date[40];
+    char msgid[33], bnd[64], date[MIME_COMPOSE_DATE_SIZE];
     const char *subject;
     const char *part3 = r->orig != NULL ? r->orig : "";
     size_t part3_len;
@@ -777,7 +717,7 @@ dsn_compose_all(const struct dsn_report *r, struct buf *out)
             break;
     }
     dsn_random_hex(msgid, 16);
-    DSN_TRY(dsn_date(r->now, date));
+    DSN_TRY(mime_compose_date(r->now, date));
 
     /* RFC 5322 §3.6 header; RFC 3834 §5 Auto-Submitted. */
     DSN_TRY(buf_appendf(out, "Date: %s\r\n", date));
