@@ -109,3 +109,13 @@ buf_take(struct buf *b, size_t *len)
     b->cap = 0;
     return p;
 }
+
+void
+buf_truncate(struct buf *b, size_t len)
+{
+    if (len >= b->len)
+        return;
+    b->len = len;
+    if (b->data != NULL)
+        b->data[len] = '\0';
+}

@@ -24,6 +24,9 @@ void buf_init(struct buf *b, size_t max);
 void buf_cleanup(struct buf *b);
 /* Forget the contents, keep the allocation. */
 void buf_reset(struct buf *b);
+/* Cut the contents back to len bytes (<= b->len): undoes a partial
+   append. */
+void buf_truncate(struct buf *b, size_t len);
 /* 0, RM_E_TOOBIG (nothing appended) or -ENOMEM. */
 int buf_append(struct buf *b, const void *data, size_t len);
 int buf_appendf(struct buf *b, const char *fmt, ...)

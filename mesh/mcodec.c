@@ -54,9 +54,7 @@ mc_chain(struct buf *out, const struct mrec_chain *ch)
 static int
 mc_fail(struct buf *out, size_t start, int r)
 {
-    out->len = start;
-    if (out->data != NULL)
-        out->data[start] = '\0';
+    buf_truncate(out, start);
     return r ? r : RM_E_TOOBIG;
 }
 

@@ -301,9 +301,7 @@ mrec_emit(struct buf *out, size_t max, mrec_pack_fn fn, const void *rec)
     msgpack_packer_init(&pk, &w, mrec_w_write);
     fn(&pk, rec, 1);
     if (w.err != 0) {
-        out->len = start;
-        if (out->data != NULL)
-            out->data[start] = '\0';
+        buf_truncate(out, start);
         return w.err;
     }
     return 0;

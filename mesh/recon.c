@@ -423,9 +423,7 @@ recon_msg_encode(struct buf *out, const struct recon_msg *m)
         }
     }
     if (w.err != 0) {
-        out->len = start;
-        if (out->data != NULL)
-            out->data[start] = '\0';
+        buf_truncate(out, start);
         return w.err;
     }
     return 0;
