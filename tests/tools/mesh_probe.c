@@ -94,8 +94,7 @@ wait_closed(int fd, int ms)
 }
 
 static int
-hs_send(int fd, struct noise_handshake *hs, const uint8_t *payload, size_t plen,
-        struct buf *extra)
+hs_send(int fd, struct noise_handshake *hs, const uint8_t *payload, size_t plen)
 {
     uint8_t msg[2 + NOISE_MSG_MAX];
     size_t n;
@@ -105,40 +104,24 @@ hs_send(int fd, struct noise_handshake *hs, const uint8_t *payload, size_t plen,
         return -1;
     msg[0] = (uint8_t)(n >> 8);
     msg[1] = (uint8_t)n;
-    if (extra != NULL) {
-        /* The message and what follows it in one write. */
-        struct buf all;
-        int r;
-
-        buf_init(&all, sizeof(msg) + extra->len);
-        if (buf_append(&all, msg, 2 + n) != 0 ||
-            buf_append(&all, extra->data, extra->len) != 0) {
-            buf_cleanup(&all);
-            return -1;
-        }
-        r = write_all(fd, all.data, all.len);
-        buf_cleanup(&all);
-        return r;
-    }
     return write_all(fd, msg, 2 + n);
 }
 
 static int
-stranger(int fd)
+stranger_run(int fd, struct buf *cred, struct buf *fr)
 {
     static uint8_t payload[NOISE_MSG_MAX], msg[NOISE_MSG_MAX];
     unsigned char pk[crypto_sign_PUBLICKEYBYTES],
         sk[crypto_sign_SECRETKEYBYTES];
-    uint8_t x_sk[32];
+    uint8_t x_sk[32], hdr[2], m3[2 + NOISE_MSG_MAX];
     struct noise_handshake hs;
     struct noise_cipher tx, rx;
     struct noise_handshake_opts o;
     struct mrec_chain ch;
     struct frame_tx ftx;
-    struct buf cred, fr;
-    uint8_t hdr[2];
-    size_t mlen, plen;
+    size_t mlen, plen, n;
     int64_t now = (int64_t)time(NULL);
+    int r;
 
     crypto_sign_keypair(pk, sk);
     crypto_sign_ed25519_sk_to_curve25519(x_sk, sk);
@@ -149,10 +132,8 @@ stranger(int fd)
     strcpy(ch.c[0].name, "stranger");
     ch.c[0].issued = now;
     ch.c[0].expires = now + 3600;
-    if (mrec_cert_sign(&ch.c[0], sk) != 0)
-        return 2;
-    buf_init(&cred, 16384);
-    if (mcodec_cred_member_encode(&cred, &ch) != 0)
+    if (mrec_cert_sign(&ch.c[0], sk) != 0 ||
+        mcodec_cred_member_encode(cred, &ch) != 0)
         return 2;
     memset(&o, 0, sizeof(o));
     o.pattern = NOISE_PATTERN_XX;
@@ -160,47 +141,52 @@ stranger(int fd)
     o.prologue = (const uint8_t *)"relaymesh-mesh-v1";
     o.prologue_len = 17;
     o.s_priv = x_sk;
-    if (noise_handshake_init(&hs, &o) != 0 || hs_send(fd, &hs, NULL, 0, NULL))
+    if (noise_handshake_init(&hs, &o) != 0 || hs_send(fd, &hs, NULL, 0))
         return 2;
-    if (read_all(fd, hdr, 2, 3000) != 0) {
-        printf("closed\n");
-        return 0;
-    }
+    if (read_all(fd, hdr, 2, 3000) != 0)
+        return 0; /* closed */
     mlen = ((size_t)hdr[0] << 8) | hdr[1];
     if (read_all(fd, msg, mlen, 3000) != 0 ||
         noise_handshake_read(&hs, msg, mlen, payload, sizeof(payload), &plen) !=
-            0) {
-        printf("closed\n");
+            0)
         return 0;
-    }
     printf("handshake2 ok\n");
     /* Message 3 and, in the same write, a frame after it. */
-    {
-        uint8_t m3[2 + NOISE_MSG_MAX];
-        size_t n;
-
-        if (noise_handshake_write(&hs, (const uint8_t *)cred.data, cred.len,
-                                  m3 + 2, NOISE_MSG_MAX, &n) != 0 ||
-            noise_handshake_split(&hs, &tx, &rx) != 0 ||
-            frame_tx_init(&ftx, &tx, NULL) != 0)
-            return 2;
-        m3[0] = (uint8_t)(n >> 8);
-        m3[1] = (uint8_t)n;
-        buf_init(&fr, 2 * FRAME_MSG_MAX);
-        if (buf_append(&fr, m3, 2 + n) != 0 ||
-            frame_encode(&ftx, "swim", 4, "\xc0", 1, &fr) != 0)
-            return 2;
-        if (write_all(fd, fr.data, fr.len) != 0) {
-            printf("closed\n");
-            return 0;
-        }
-    }
-    if (wait_closed(fd, 3000)) {
-        printf("closed\n");
+    if (noise_handshake_write(&hs, (const uint8_t *)cred->data, cred->len,
+                              m3 + 2, NOISE_MSG_MAX, &n) != 0 ||
+        noise_handshake_split(&hs, &tx, &rx) != 0 ||
+        frame_tx_init(&ftx, &tx, NULL) != 0)
+        return 2;
+    m3[0] = (uint8_t)(n >> 8);
+    m3[1] = (uint8_t)n;
+    r = buf_append(fr, m3, 2 + n);
+    if (r == 0)
+        r = frame_encode(&ftx, "swim", 4, "\xc0", 1, fr);
+    frame_tx_cleanup(&ftx);
+    noise_handshake_cleanup(&hs);
+    if (r != 0)
+        return 2;
+    if (write_all(fd, fr->data, fr->len) != 0)
         return 0;
-    }
-    printf("open\n");
-    return 1;
+    return wait_closed(fd, 3000) ? 0 : 1;
+}
+
+static int
+stranger(int fd)
+{
+    struct buf cred, fr;
+    int r;
+
+    buf_init(&cred, 16384);
+    buf_init(&fr, 2 * FRAME_MSG_MAX);
+    r = stranger_run(fd, &cred, &fr);
+    buf_cleanup(&cred);
+    buf_cleanup(&fr);
+    if (r == 0)
+        printf("closed\n");
+    else if (r == 1)
+        printf("open\n");
+    return r;
 }
 
 static int

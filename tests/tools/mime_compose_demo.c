@@ -24,6 +24,12 @@
 #include "node/mime_compose.h"
 
 #define DEMO_LIST_MAX (MIME_COMPOSE_RCPTS_MAX + 1)
+#define DEMO_ALLOCS_MAX 8192
+
+/* Every value made by demo_value(), freed at exit. */
+static char *demo_allocs[DEMO_ALLOCS_MAX];
+static size_t demo_nallocs;
+static char *demo_line; /* getline()'s buffer */
 
 /* A "x<hex>" value decoded into a new NUL-terminated string (its length
    in *len), NULL for "-". Exits on a malformed value. */
@@ -48,8 +54,9 @@ demo_value(const char *tok, size_t *len)
         exit(1);
     }
     out = malloc((n - 1) / 2 + 1);
-    if (out == NULL)
+    if (out == NULL || demo_nallocs == DEMO_ALLOCS_MAX)
         exit(1);
+    demo_allocs[demo_nallocs++] = out; /* freed at exit */
     for (size_t i = 0; i < (n - 1) / 2; i++) {
         unsigned v;
 
@@ -63,6 +70,15 @@ demo_value(const char *tok, size_t *len)
     if (len != NULL)
         *len = (n - 1) / 2;
     return out;
+}
+
+static void
+demo_free_all(void)
+{
+    while (demo_nallocs > 0)
+        free(demo_allocs[--demo_nallocs]);
+    free(demo_line);
+    demo_line = NULL;
 }
 
 static void
@@ -81,7 +97,6 @@ main(int argc, char **argv)
     static unsigned char rnd[MIME_COMPOSE_RANDOM_LEN];
     struct mime_compose_msg m;
     char msgid[MIME_COMPOSE_MSGID_SIZE];
-    char *line = NULL;
     size_t cap = 0;
     struct buf out;
     FILE *f;
@@ -91,6 +106,7 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: mime_compose_demo OUT < spec\n");
         return 1;
     }
+    atexit(demo_free_all);
     memset(&m, 0, sizeof(m));
     m.to = to;
     m.cc = cc;
@@ -99,9 +115,9 @@ main(int argc, char **argv)
     m.random = rnd;
     m.date = 1700000000;
     m.msgid_domain = "node.example";
-    while (getline(&line, &cap, stdin) > 0) {
+    while (getline(&demo_line, &cap, stdin) > 0) {
         char *save = NULL;
-        char *key = strtok_r(line, " \n", &save);
+        char *key = strtok_r(demo_line, " \n", &save);
 
         if (key == NULL)
             continue;
@@ -130,7 +146,6 @@ main(int argc, char **argv)
             if (r == NULL || n != sizeof(rnd))
                 return 1;
             memcpy(rnd, r, n);
-            free(r);
         } else if (strcmp(key, "attach") == 0 &&
                    m.nattach < MIME_COMPOSE_ATTACH_MAX + 1) {
             struct mime_compose_attach *a = &att[m.nattach++];
@@ -151,7 +166,6 @@ main(int argc, char **argv)
             return 1;
         }
     }
-    free(line);
 
     buf_init(&out, (size_t)256 << 20);
     rc = mime_compose(&m, &out, msgid);
@@ -164,6 +178,7 @@ main(int argc, char **argv)
     if (f == NULL || fwrite(out.data, 1, out.len, f) != out.len ||
         fclose(f) != 0) {
         perror(argv[1]);
+        buf_cleanup(&out);
         return 1;
     }
     printf("%s\n", msgid);
