@@ -193,6 +193,9 @@ static int mesh_link_verify(struct mesh_conn *c, const uint8_t rs[32],
 static void mesh_swim_rearm(struct mesh *m);
 static void mesh_maybe_free(struct mesh *m);
 static void mesh_link_uncount(struct mesh_link *l);
+static int mesh_self_addrs(struct mesh *m,
+                           char addrs[MREC_ADDRS_MAX][MREC_ADDR_MAX],
+                           unsigned *n);
 static void mesh_send_pp(struct mesh *m, struct mesh_link *l, int want_reply);
 static int mesh_peer_send(struct mesh *m, struct mesh_peer *p, const char *type,
                           const void *body, size_t len);
@@ -262,6 +265,24 @@ mesh_chain_expires(const struct mrec_chain *ch)
         if (ch->c[i].expires < e)
             e = ch->c[i].expires;
     return ch->n ? e : 0;
+}
+
+/* The addresses peers dial: [mesh] advertise, else [mesh] listen. */
+static const struct node_listen *
+mesh_advertised(const struct node_config *cfg, size_t *n)
+{
+    *n = cfg->nmesh_advertise ? cfg->nmesh_advertise : cfg->nmesh_listen;
+    return cfg->nmesh_advertise ? cfg->mesh_advertise : cfg->mesh_listen;
+}
+
+/* Is X25519 key rs the Noise form of Ed25519 key pk? */
+static int
+mesh_key_matches(const uint8_t pk[MREC_PK], const uint8_t rs[32])
+{
+    uint8_t x[32];
+
+    return crypto_sign_ed25519_pk_to_curve25519(x, pk) == 0 &&
+           sodium_memcmp(x, rs, 32) == 0;
 }
 
 static int
@@ -558,7 +579,7 @@ mesh_take_record(struct mesh *m, struct mrec_node *rec, const void *raw,
 
 static void mesh_link_close_peer(struct mesh *m, struct mesh_peer *p,
                                  const char *why);
-static void mesh_recheck_links(struct mesh *m);
+static void mesh_recheck_links(struct mesh *m, int full);
 
 /* A revocation: keep it if signed by a member (or the root). */
 static int
@@ -630,24 +651,30 @@ mesh_take_revoke(struct mesh *m, const struct mrec_revoke *rv, const void *raw,
         mesh_swim_rearm(m);
     }
     mesh_link_close_peer(m, p, "revoked");
-    mesh_recheck_links(m);
+    mesh_recheck_links(m, 1);
     return 1;
 }
 
 /* ---- sending ----------------------------------------------------------- */
 
+/* A member news is sent to: known, not removed, and alive or suspect
+   (a dead one only while our connection to it is up). */
+static int
+mesh_floodable(const struct mesh_peer *p)
+{
+    if (p->revoked || !p->has_chain || p->rec == NULL)
+        return 0;
+    return (p->state != SWIM_DEAD && p->state != SWIM_LEFT) ||
+           (p->out != NULL && mesh_conn_is_up(p->out->c));
+}
+
 static void
 mesh_flood(struct mesh *m, const char *type, const void *body, size_t len,
            const struct mesh_peer *except)
 {
-    for (struct mesh_peer *p = m->peers; p; p = p->next) {
-        if (p == except || p->revoked || !p->has_chain || p->rec == NULL)
-            continue;
-        if ((p->state == SWIM_DEAD || p->state == SWIM_LEFT) &&
-            (p->out == NULL || !mesh_conn_is_up(p->out->c)))
-            continue;
-        mesh_peer_send(m, p, type, body, len);
-    }
+    for (struct mesh_peer *p = m->peers; p; p = p->next)
+        if (p != except && mesh_floodable(p))
+            mesh_peer_send(m, p, type, body, len);
 }
 
 static void mesh_send_rev(struct mesh *m, struct mesh_link *l,
@@ -660,15 +687,9 @@ mesh_flood_rev(struct mesh *m, const struct mesh_peer *p,
 {
     if (p == NULL || !p->rev_raw.len)
         return;
-    for (struct mesh_peer *q = m->peers; q; q = q->next) {
-        if (q == except || q == p || q->revoked || !q->has_chain ||
-            q->rec == NULL)
-            continue;
-        if ((q->state == SWIM_DEAD || q->state == SWIM_LEFT) &&
-            (q->out == NULL || !mesh_conn_is_up(q->out->c)))
-            continue;
-        mesh_send_rev(m, NULL, q, p);
-    }
+    for (struct mesh_peer *q = m->peers; q; q = q->next)
+        if (q != except && q != p && mesh_floodable(q))
+            mesh_send_rev(m, NULL, q, p);
 }
 
 static int
@@ -849,16 +870,7 @@ mesh_publish_record(struct mesh *m)
     rec.version = m->record_version;
     snprintf(rec.software, sizeof(rec.software), "relaymesh %s", RM_VERSION);
     rec.egress = cfg->mesh_egress;
-    {
-        const struct node_listen *l =
-            cfg->nmesh_advertise ? cfg->mesh_advertise : cfg->mesh_listen;
-        size_t nl =
-            cfg->nmesh_advertise ? cfg->nmesh_advertise : cfg->nmesh_listen;
-
-        for (size_t i = 0; i < nl && i < MREC_ADDRS_MAX; i++)
-            snprintf(rec.addrs[rec.n_addrs++], MREC_ADDR_MAX, "%.127s",
-                     l[i].text);
-    }
+    mesh_self_addrs(m, rec.addrs, &rec.n_addrs);
     for (size_t i = 0; i < cfg->ndomains && i < MREC_DOMAINS_MAX; i++)
         dv[rec.n_domains++] = cfg->domains[i];
     rec.domains = dv;
@@ -993,11 +1005,13 @@ mesh_link_close_peer(struct mesh *m, struct mesh_peer *p, const char *why)
         }
 }
 
-/* Connected members whose chain no longer verifies (a revoked issuer, an
-   expiry) lose their connections: membership is checked for as long as a
-   connection lasts, not only at its handshake. */
+/* Connected members whose chain no longer holds lose their connections:
+   membership is checked for as long as a connection lasts, not only at
+   its handshake. full: verify every chain again (after a revocation: a
+   revoked issuer); otherwise only the expiry, the one thing that changes
+   with time alone (signatures were checked when each chain was taken). */
 static void
-mesh_recheck_links(struct mesh *m)
+mesh_recheck_links(struct mesh *m, int full)
 {
     int64_t now = mesh_wall_s();
 
@@ -1006,9 +1020,15 @@ mesh_recheck_links(struct mesh *m)
 
         if (!p->has_chain || p->revoked)
             continue;
-        if (mrec_chain_verify(&p->chain, m->mesh_id, m->root_pk, now,
-                              mesh_is_revoked_cb, m, why, sizeof(why)) == 0)
-            continue;
+        if (full) {
+            if (mrec_chain_verify(&p->chain, m->mesh_id, m->root_pk, now,
+                                  mesh_is_revoked_cb, m, why, sizeof(why)) == 0)
+                continue;
+        } else {
+            if (mesh_chain_expires(&p->chain) > now)
+                continue;
+            snprintf(why, sizeof(why), "membership of %s expired", p->name);
+        }
         for (struct mesh_link *l = m->links; l; l = l->next)
             if (l->p == p && l->c != NULL) {
                 log_warn("event=mesh.disconnect peer=%s reason=\"%s\"", p->name,
@@ -1118,13 +1138,11 @@ static int
 mesh_verify_member(struct mesh *m, const struct mrec_chain *ch,
                    const uint8_t rs[32], char *why, size_t whysz)
 {
-    uint8_t x[32];
     int r;
 
     if (ch->n == 0)
         return RM_E_PERM;
-    if (crypto_sign_ed25519_pk_to_curve25519(x, ch->c[0].node_pk) != 0 ||
-        sodium_memcmp(x, rs, 32) != 0) {
+    if (!mesh_key_matches(ch->c[0].node_pk, rs)) {
         snprintf(why, whysz,
                  "certificate is not for the key it connects "
                  "with");
@@ -1152,7 +1170,6 @@ mesh_verify_joiner(struct mesh *m, struct mesh_link *l,
                    char *why, size_t whysz)
 {
     struct mrec_invite tok;
-    uint8_t x[32];
     const char *name;
     int i;
 
@@ -1174,8 +1191,7 @@ mesh_verify_joiner(struct mesh *m, struct mesh_link *l,
         snprintf(why, whysz, "invite token already used (or revoked)");
         return RM_E_PERM;
     }
-    if (crypto_sign_ed25519_pk_to_curve25519(x, cr->pk) != 0 ||
-        sodium_memcmp(x, rs, 32) != 0) {
+    if (!mesh_key_matches(cr->pk, rs)) {
         snprintf(why, whysz, "joiner key does not match its handshake");
         return RM_E_PERM;
     }
@@ -1256,14 +1272,8 @@ mesh_link_verify(struct mesh_conn *c, const uint8_t rs[32], const uint8_t *cred,
                      "that made the token");
             break;
         }
-        {
-            uint8_t x[32];
-
-            if (crypto_sign_ed25519_pk_to_curve25519(
-                    x, cr->chain.c[0].node_pk) != 0 ||
-                sodium_memcmp(x, rs, 32) != 0)
-                break;
-        }
+        if (!mesh_key_matches(cr->chain.c[0].node_pk, rs))
+            break;
         r = mrec_chain_verify(&cr->chain, m->join_tok.mesh_id,
                               m->join_tok.root_pk, mesh_wall_s(), NULL, NULL,
                               why, whysz);
@@ -1980,7 +1990,7 @@ mesh_house_cb(uv_timer_t *t)
     }
     if (!m->member || m->swim == NULL)
         return;
-    mesh_recheck_links(m);
+    mesh_recheck_links(m, 0);
     /* Dead (and never connected) members are still dialed, at the
        backoff's pace: that is how a healed link is found. */
     for (struct mesh_peer *p = m->peers; p; p = p->next) {
@@ -2042,6 +2052,18 @@ mesh_house_cb(uv_timer_t *t)
 }
 
 /* ---- join ------------------------------------------------------------- */
+
+/* A store callback that holds m: 1 when the node is closing (m may be
+   freed now; do nothing more). */
+static int
+mesh_store_returned(struct mesh *m)
+{
+    m->store_pending--;
+    if (!m->closing)
+        return 0;
+    mesh_maybe_free(m);
+    return 1;
+}
 
 static void
 mesh_pending_done(struct mesh_pending *pd, int status, const char *err,
@@ -2134,11 +2156,8 @@ mesh_join_saved(void *arg, int status)
 {
     struct mesh *m = arg;
 
-    m->store_pending--;
-    if (m->closing) {
-        mesh_maybe_free(m);
+    if (mesh_store_returned(m))
         return;
-    }
 
     if (status != 0) {
         m->member = 0;
@@ -2233,11 +2252,8 @@ mesh_create_saved(void *arg, int status)
     struct ctl_enc e;
     char id[MREC_MESHID * 2 + 1];
 
-    m->store_pending--;
-    if (m->closing) {
-        mesh_maybe_free(m);
+    if (mesh_store_returned(m))
         return;
-    }
 
     ctl_enc_init(&e, 0);
     if (status != 0) {
@@ -2302,10 +2318,8 @@ static int
 mesh_self_addrs(struct mesh *m, char addrs[MREC_ADDRS_MAX][MREC_ADDR_MAX],
                 unsigned *n)
 {
-    const struct node_config *cfg = m->cfg;
-    const struct node_listen *l =
-        cfg->nmesh_advertise ? cfg->mesh_advertise : cfg->mesh_listen;
-    size_t nl = cfg->nmesh_advertise ? cfg->nmesh_advertise : cfg->nmesh_listen;
+    size_t nl;
+    const struct node_listen *l = mesh_advertised(m->cfg, &nl);
 
     *n = 0;
     for (size_t i = 0; i < nl && i < MREC_ADDRS_MAX; i++)
@@ -2319,11 +2333,8 @@ mesh_invite_saved(void *arg, int status)
     struct mesh *m = arg;
     struct ctl_enc e;
 
-    m->store_pending--;
-    if (m->closing) {
-        mesh_maybe_free(m);
+    if (mesh_store_returned(m))
         return;
-    }
 
     ctl_enc_init(&e, 0);
     if (status == 0) {
@@ -2508,11 +2519,8 @@ mesh_remove_saved(void *arg, int status)
     struct mesh *m = arg;
     struct ctl_enc e;
 
-    m->store_pending--;
-    if (m->closing) {
-        mesh_maybe_free(m);
+    if (mesh_store_returned(m))
         return;
-    }
 
     ctl_enc_init(&e, 0);
     if (status == 0) {
@@ -2661,9 +2669,8 @@ static void
 mesh_enc_self(struct mesh *m, struct ctl_enc *e)
 {
     const struct node_config *cfg = m->cfg;
-    const struct node_listen *l =
-        cfg->nmesh_advertise ? cfg->mesh_advertise : cfg->mesh_listen;
-    size_t nl = cfg->nmesh_advertise ? cfg->nmesh_advertise : cfg->nmesh_listen;
+    size_t nl;
+    const struct node_listen *l = mesh_advertised(cfg, &nl);
     uint32_t inc = 0;
 
     if (m->swim != NULL)

@@ -1278,7 +1278,7 @@ cfg_finish(struct cfg_parse *ps)
     }
     if (cfg->mesh_name == NULL) {
         char m[64];
-        size_t n = strcspn(cfg->hostname, "");
+        size_t n = strlen(cfg->hostname);
 
         /* The hostname when it is a valid node name, else its first
            label (a node name is at most 63 characters). */
