@@ -136,7 +136,8 @@ class Node:
         # (RFC 6409) and implicit TLS (RFC 8314). A test that sets
         # smtp.submission or smtp.smtps itself gets the port of that value
         # (or None when it is empty or lists several addresses).
-        self.port, self.submission_port, self.smtps_port = free_ports(3)
+        (self.port, self.submission_port, self.smtps_port,
+         self.mesh_port) = free_ports(4)
         self.conf = os.path.join(self.dir, "relaymesh.conf")
         self.settings = {s: dict(v) for s, v in DEFAULTS.items()}
         self.settings["node"]["datadir"] = self.datadir
@@ -146,7 +147,7 @@ class Node:
         self.settings["smtp"]["smtps"] = "127.0.0.1:%d" % self.smtps_port
         # Each node its own mesh port (the default 4750 is shared).
         self.settings.setdefault("mesh", {})["listen"] = \
-            "127.0.0.1:%d" % free_port()
+            "127.0.0.1:%d" % self.mesh_port
         for key, value in (conf or {}).items():
             section, k = key.split(".", 1)
             self.settings.setdefault(section, {})[k] = str(value)
