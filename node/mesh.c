@@ -2018,7 +2018,14 @@ mesh_house_cb(uv_timer_t *t)
         int64_t eff = mesh_chain_expires(&m->chain);
 
         if (wall >= c->issued + (eff - c->issued) / 2 && now >= m->next_renew) {
-            m->next_renew = now + MESH_RENEW_EVERY;
+            /* Ask again before it is too late: an answer may not extend
+               the chain yet (the issuer's own certificate renews on its
+               own clock), so retry within a quarter of what is left. */
+            uint64_t left_ms = eff > wall ? (uint64_t)(eff - wall) * 1000 : 0;
+
+            m->next_renew = now + (left_ms / 4 < MESH_RENEW_EVERY
+                                       ? (left_ms / 4 > 250 ? left_ms / 4 : 250)
+                                       : MESH_RENEW_EVERY);
             if (m->chain.n == 1) {
                 struct mrec_chain ch;
 
