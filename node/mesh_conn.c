@@ -183,8 +183,10 @@ mesh_conn_new(uv_loop_t *loop, const struct mesh_conn_opts *o,
         struct noise_handshake_opts ho = {
             .pattern = NOISE_PATTERN_XX,
             .role = initiator ? NOISE_INITIATOR : NOISE_RESPONDER,
-            .prologue = (const uint8_t *)MESH_PROLOGUE,
-            .prologue_len = sizeof(MESH_PROLOGUE) - 1,
+            .prologue = o->prologue ? (const uint8_t *)o->prologue
+                                    : (const uint8_t *)MESH_PROLOGUE,
+            .prologue_len =
+                o->prologue ? strlen(o->prologue) : sizeof(MESH_PROLOGUE) - 1,
             .s_priv = c->k->s_priv,
         };
         r = noise_handshake_init(&c->k->hs, &ho);

@@ -4,7 +4,8 @@
  *
  * Wire: each handshake message is a 2-byte big-endian length and the
  * Noise message (the Noise specification's framing, section 3); the
- * prologue "relaymesh-mesh-v1" binds the handshake to this protocol.
+ * prologue "relaymesh-mesh-v1" (or the owner's, see opts) binds the
+ * handshake to this protocol. The MAPI bridge uses the same connection.
  *   initiator -> responder   e                       (payload empty)
  *   responder -> initiator   e, ee, s, es            payload: its credential
  *   initiator -> responder   s, se                   payload: its credential
@@ -61,6 +62,10 @@ struct mesh_conn_opts {
     uint64_t hs_timeout_ms;
     uint64_t ka_interval_ms;
     uint64_t idle_timeout_ms;
+    /* The Noise prologue, which binds the handshake to one protocol:
+     * NULL is the mesh's "relaymesh-mesh-v1"; the bridge uses its own
+     * (bridge/server.h), so neither side can be talked into the other. */
+    const char *prologue;
 };
 
 /* Dial addr. 0 (the outcome comes through the callbacks, never from

@@ -332,6 +332,30 @@ int store_mailbox_read(struct store *st, const char *mailbox, uint32_t uid,
 /* Set (op=1), clear (op=-1) or replace (op=0) flags of one message. */
 int store_mailbox_flags(struct store *st, const char *mailbox, uint32_t uid,
                         unsigned flags, int op, store_done_cb cb, void *arg);
+/*
+ * File a message straight into a mailbox, not through the queue: the
+ * bridge's copy of a sent message (Sent) and saved drafts (Drafts). The
+ * body is stored under f->qid (from store_qid_new()) with one reference,
+ * appended with f->flags, and, when f->replace_uid is not 0, that message
+ * of the same mailbox is removed in the same transaction (a draft saved
+ * again). *uid gets the new UID before cb runs. The caller keeps *f, what
+ * it points to, and *uid valid until cb. cb status: 0, RM_E_NOTFOUND
+ * (replace_uid is not there: nothing was written), RM_E_EXISTS (qid
+ * reused), RM_E_FULL, RM_E_STORE. Immediate: RM_E_INVAL, RM_E_CLOSED,
+ * -ENOMEM.
+ */
+struct store_file {
+    char qid[STORE_QID_LEN + 1];
+    const char *mailbox;
+    unsigned flags;        /* STORE_FLAG_* */
+    uint32_t replace_uid;  /* 0: none */
+    const char *mail_from; /* NULL: "" */
+    const char *hdr_from, *hdr_subject, *hdr_msgid, *hdr_date; /* or NULL */
+    const char *data;
+    size_t len;
+};
+int store_mailbox_file(struct store *st, const struct store_file *f,
+                       uint32_t *uid, store_done_cb cb, void *arg);
 /* Remove one message; the body goes when no reference is left. */
 int store_mailbox_expunge(struct store *st, const char *mailbox, uint32_t uid,
                           store_done_cb cb, void *arg);

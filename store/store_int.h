@@ -178,6 +178,10 @@ struct store__req {
             int op;
         } mail;
         struct {
+            const struct store_file *f; /* the caller's, until cb */
+            uint32_t *uid;              /* the caller's, until cb */
+        } file;
+        struct {
             struct store_mesh_write *w; /* copy, keys and values in extra */
             size_t n;
         } mesh;
@@ -261,9 +265,10 @@ int store__schema_write(const char *dir, uint32_t version);
 /* store_msg.c: message records and bodies, inside a write txn. */
 /* 1 if m is a message store_msg_accept() takes. */
 int store__msg_valid(const struct store_msg *m);
-/* Write m (record, body, queue entries, due rows). */
+/* Write m (record, body, queue entries, due rows); the body starts with
+   refs references (m->nrcpts for an accepted message). */
 int store__msg_put(struct store *st, struct MDB_txn *txn,
-                   const struct store_msg *m);
+                   const struct store_msg *m, uint32_t refs);
 int store__msg_unref(struct store *st, struct MDB_txn *txn, const char *qid,
                      uint32_t n);
 int store__msg_get(struct store *st, struct MDB_txn *txn, const char *qid,
@@ -276,6 +281,6 @@ int store__body_count(struct store *st, const char *qid, uint32_t *n);
 int store__mailbox_append(struct store *st, struct MDB_txn *txn,
                           const char *mailbox, const char *qid,
                           const struct store__msgrec *msg, const char *prefix,
-                          int64_t now, uint32_t *uid);
+                          int64_t now, unsigned flags, uint32_t *uid);
 
 #endif

@@ -89,7 +89,8 @@ store_mail_put(struct store *st, MDB_txn *txn, const char *mailbox,
 int
 store__mailbox_append(struct store *st, MDB_txn *txn, const char *mailbox,
                       const char *qid, const struct store__msgrec *msg,
-                      const char *prefix, int64_t now, uint32_t *uid)
+                      const char *prefix, int64_t now, unsigned flags,
+                      uint32_t *uid)
 {
     struct store__mboxrec mb;
     struct store__mailrec ml;
@@ -116,7 +117,7 @@ store__mailbox_append(struct store *st, MDB_txn *txn, const char *mailbox,
     memcpy(qidz, qid, STORE_QID_LEN);
     qidz[STORE_QID_LEN] = '\0';
     memset(&ml, 0, sizeof(ml));
-    ml.flags = 0;
+    ml.flags = flags;
     ml.internaldate = now;
     ml.size = strlen(prefix) + msg->size;
     ml.qid = qidz;
@@ -157,10 +158,9 @@ store_mailbox_apply_flags(struct store *st, MDB_txn *txn, struct store__req *rq)
 }
 
 static int
-store_mailbox_apply_expunge(struct store *st, MDB_txn *txn,
-                            struct store__req *rq)
+store_mailbox_expunge_one(struct store *st, MDB_txn *txn, const char *mailbox,
+                          uint32_t uid)
 {
-    const char *mailbox = rq->u.mail.mailbox;
     struct store__mailrec ml;
     struct store__mboxrec mb;
     char qid[STORE_QID_LEN + 1];
@@ -169,7 +169,7 @@ store_mailbox_apply_expunge(struct store *st, MDB_txn *txn,
     uint64_t size;
     int rc;
 
-    rc = store_mail_get(st, txn, mailbox, rq->u.mail.uid, &ml);
+    rc = store_mail_get(st, txn, mailbox, uid, &ml);
     if (rc != 0)
         return rc;
     memcpy(qid, ml.qid, sizeof(qid));
@@ -177,7 +177,7 @@ store_mailbox_apply_expunge(struct store *st, MDB_txn *txn,
     rc = store_mbox_get(st, txn, mailbox, &mb);
     if (rc != 0)
         return rc == MDB_NOTFOUND ? RM_E_CORRUPT : rc;
-    rc = store__mailkey(kb, mailbox, rq->u.mail.uid, &k.mv_size);
+    rc = store__mailkey(kb, mailbox, uid, &k.mv_size);
     if (rc == 0)
         rc = mdb_del(txn, st->db.mail, &k, NULL);
     if (rc != 0)
@@ -192,6 +192,81 @@ store_mailbox_apply_expunge(struct store *st, MDB_txn *txn,
         rc = RM_E_CORRUPT;
     }
     return rc;
+}
+
+static int
+store_mailbox_apply_expunge(struct store *st, MDB_txn *txn,
+                            struct store__req *rq)
+{
+    return store_mailbox_expunge_one(st, txn, rq->u.mail.mailbox,
+                                     rq->u.mail.uid);
+}
+
+static int
+store_mailbox_apply_file(struct store *st, MDB_txn *txn, struct store__req *rq)
+{
+    const struct store_file *f = rq->u.file.f;
+    struct store_msg m;
+    struct store__msgrec mr;
+    int64_t now = store__now();
+    int rc;
+
+    if (f->replace_uid != 0) {
+        rc = store_mailbox_expunge_one(st, txn, f->mailbox, f->replace_uid);
+        if (rc != 0)
+            return rc;
+    }
+    memset(&m, 0, sizeof(m));
+    memcpy(m.qid, f->qid, sizeof(m.qid));
+    m.mail_from = f->mail_from ? f->mail_from : "";
+    m.arrival = now;
+    m.client = "";
+    m.body_type = STORE_BODY_8BITMIME;
+    m.hdr_from = f->hdr_from;
+    m.hdr_subject = f->hdr_subject;
+    m.hdr_msgid = f->hdr_msgid;
+    m.hdr_date = f->hdr_date;
+    m.data = f->data;
+    m.len = f->len;
+    rc = store__msg_put(st, txn, &m, 1);
+    if (rc == MDB_KEYEXIST)
+        return RM_E_EXISTS;
+    if (rc == 0)
+        rc = store__msg_get(st, txn, f->qid, &mr);
+    if (rc == 0)
+        rc = store__mailbox_append(st, txn, f->mailbox, f->qid, &mr, "", now,
+                                   f->flags, rq->u.file.uid);
+    if (rc == 0)
+        log_info("event=store.filed qid=%.16s mailbox=%s uid=%u replaced=%u",
+                 f->qid, f->mailbox, *rq->u.file.uid, f->replace_uid);
+    return rc;
+}
+
+int
+store_mailbox_file(struct store *st, const struct store_file *f, uint32_t *uid,
+                   store_done_cb cb, void *arg)
+{
+    struct store__req *rq;
+    size_t n;
+
+    if (st == NULL || f == NULL || uid == NULL || f->mailbox == NULL ||
+        !store__qid_valid(f->qid) || (f->len > 0 && f->data == NULL) ||
+        f->len / STORE__CHUNK >= UINT32_MAX ||
+        (f->mail_from != NULL && strlen(f->mail_from) > STORE_ADDR_MAX))
+        return RM_E_INVAL;
+    n = strlen(f->mailbox);
+    if (n == 0 || n > STORE__NAME_MAX)
+        return RM_E_INVAL;
+    if (st->closing)
+        return RM_E_CLOSED;
+    if ((rq = store__req_new(0)) == NULL)
+        return -ENOMEM;
+    *uid = 0;
+    rq->u.file.f = f;
+    rq->u.file.uid = uid;
+    rq->wbytes = f->len;
+    return store__submit(st, rq, store_mailbox_apply_file, "mailbox_file", cb,
+                         arg);
 }
 
 static int

@@ -107,11 +107,13 @@ store__msg_unref(struct store *st, MDB_txn *txn, const char *qid, uint32_t n)
 static int
 store_msg_apply_accept(struct store *st, MDB_txn *txn, struct store__req *rq)
 {
-    return store__msg_put(st, txn, rq->u.accept.m);
+    return store__msg_put(st, txn, rq->u.accept.m,
+                          (uint32_t)rq->u.accept.m->nrcpts);
 }
 
 int
-store__msg_put(struct store *st, MDB_txn *txn, const struct store_msg *m)
+store__msg_put(struct store *st, MDB_txn *txn, const struct store_msg *m,
+               uint32_t refs)
 {
     struct store__msgrec mr;
     uint8_t kb[STORE__DUEKEY_LEN];
@@ -121,7 +123,7 @@ store__msg_put(struct store *st, MDB_txn *txn, const struct store_msg *m)
     int rc;
 
     memset(&mr, 0, sizeof(mr));
-    mr.refcount = (uint32_t)m->nrcpts;
+    mr.refcount = refs;
     mr.nchunks = (uint32_t)((m->len + STORE__CHUNK - 1) / STORE__CHUNK);
     mr.size = m->len;
     mr.arrival = m->arrival;

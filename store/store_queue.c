@@ -293,7 +293,7 @@ store_deliver_one(struct store *st, MDB_txn *txn, const struct store_qkey *key,
     if (rc != 0)
         return rc == MDB_NOTFOUND ? RM_E_CORRUPT : rc;
     rc = store__mailbox_append(st, txn, mailbox, key->qid, &m, prefix->data,
-                               now, &uid);
+                               now, 0, &uid);
     if (rc == 0)
         log_info("event=store.delivered qid=%.16s rcpt=%u mailbox=%s uid=%u",
                  key->qid, key->rcpt, mailbox, uid);
@@ -618,7 +618,8 @@ store_q_apply_results(struct store *st, MDB_txn *txn, struct store__req *rq)
     /* The report first: store_result_one may drop the last reference to
        a body, and the report never shares one. */
     if (rq->u.results.report != NULL)
-        rc = store__msg_put(st, txn, rq->u.results.report);
+        rc = store__msg_put(st, txn, rq->u.results.report,
+                            (uint32_t)rq->u.results.report->nrcpts);
     for (size_t i = 0; i < rq->u.results.n && rc == 0; i++)
         rc = store_result_one(st, txn, &rq->u.results.r[i]);
     return rc;

@@ -664,6 +664,77 @@ mbox_each_cb(void *arg, const char *name, const struct store_mailbox_stat *s)
     return *n == 1 ? 0 : 77;
 }
 
+/* Filing a message straight into a folder: Sent copies and drafts. */
+static void
+test_mailbox_file(void **state)
+{
+    struct fx f;
+    struct store_file sf;
+    struct mcol mc;
+    struct store_stats ss;
+    struct rd r = {.calls = 0};
+    uint32_t uid = 0, nchunks;
+    char first[STORE_QID_LEN + 1];
+    static const char msg[] = "From: a@example.org\r\nSubject: draft\r\n\r\n"
+                              "body\r\n";
+
+    (void)state;
+    fx_init(&f);
+    assert_int_equal(fx_open(&f, NULL), 0);
+    memset(&sf, 0, sizeof(sf));
+    store_qid_new(f.st, sf.qid);
+    sf.mailbox = "a@example.org/drafts";
+    sf.flags = STORE_FLAG_DRAFT | STORE_FLAG_SEEN;
+    sf.hdr_subject = "draft";
+    sf.data = msg;
+    sf.len = sizeof(msg) - 1;
+    assert_int_equal(SYNC(&f, store_mailbox_file(f.st, &sf, &uid, DONE)), 0);
+    assert_int_equal(uid, 1);
+    memcpy(first, sf.qid, sizeof(first));
+    /* Read back exactly, no prefix, with its flags and summary. */
+    buf_init(&r.b, 1 << 20);
+    assert_int_equal(store_mailbox_read(f.st, sf.mailbox, 1, rd_cb, &r), 0);
+    assert_int_equal(r.b.len, sizeof(msg) - 1);
+    assert_memory_equal(r.b.data, msg, sizeof(msg) - 1);
+    buf_cleanup(&r.b);
+    memset(&mc, 0, sizeof(mc));
+    assert_int_equal(store_mailbox_list(f.st, sf.mailbox, mcol_cb, &mc), 0);
+    assert_int_equal(mc.n, 1);
+    assert_int_equal(mc.m[0].flags, STORE_FLAG_DRAFT | STORE_FLAG_SEEN);
+    assert_string_equal(mc.subj[0], "draft");
+
+    /* Saved again: the old one goes in the same transaction. */
+    store_qid_new(f.st, sf.qid);
+    sf.replace_uid = 1;
+    assert_int_equal(SYNC(&f, store_mailbox_file(f.st, &sf, &uid, DONE)), 0);
+    assert_int_equal(uid, 2);
+    memset(&mc, 0, sizeof(mc));
+    assert_int_equal(store_mailbox_list(f.st, sf.mailbox, mcol_cb, &mc), 0);
+    assert_int_equal(mc.n, 1);
+    assert_int_equal(mc.m[0].uid, 2);
+    assert_int_equal(store__body_count(f.st, first, &nchunks), 0);
+    assert_int_equal(nchunks, 0);
+
+    /* Replacing a message that is not there writes nothing. */
+    store_qid_new(f.st, sf.qid);
+    sf.replace_uid = 7;
+    assert_int_equal(SYNC(&f, store_mailbox_file(f.st, &sf, &uid, DONE)),
+                     RM_E_NOTFOUND);
+    assert_int_equal(store_stats(f.st, &ss), 0);
+    assert_int_equal(ss.messages, 1);
+
+    /* Removing the last reference removes the body. */
+    assert_int_equal(SYNC(&f, store_mailbox_expunge(f.st, sf.mailbox, 2, DONE)),
+                     0);
+    assert_int_equal(store_stats(f.st, &ss), 0);
+    assert_int_equal(ss.messages, 0);
+    /* Bad arguments. */
+    sf.mailbox = "";
+    assert_int_equal(store_mailbox_file(f.st, &sf, &uid, done_cb, NULL),
+                     RM_E_INVAL);
+    fx_done(&f);
+}
+
 /* ---- queue administration ------------------------------------------ */
 
 static void
@@ -1072,8 +1143,7 @@ test_mesh_table(void **state)
 
     /* A failing write undoes the whole batch: the PUT before it too. */
     w[0].val = "B2";
-    assert_int_equal(SYNC(&f, store_mesh_apply(f.st, w, 3, DONE)),
-                     RM_E_EXISTS);
+    assert_int_equal(SYNC(&f, store_mesh_apply(f.st, w, 3, DONE)), RM_E_EXISTS);
     memset(&c, 0, sizeof(c));
     assert_int_equal(store_mesh_get(f.st, "rec/b", 5, kvcol_cb, &c), 0);
     assert_string_equal(c.vals[0], "B1");
@@ -1488,6 +1558,7 @@ main(void)
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_close_pending),
         cmocka_unit_test(test_map_growth),
+        cmocka_unit_test(test_mailbox_file),
         cmocka_unit_test_teardown(test_enospc, enospc_teardown),
         cmocka_unit_test(test_schema),
         cmocka_unit_test(test_invalid_args),
