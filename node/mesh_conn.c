@@ -42,6 +42,8 @@ struct mesh_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_connect_t creq;
+    uv_shutdown_t sreq;
+    int draining; /* mesh_conn_close_flush(): closes when written */
     enum mesh_conn_state state;
     int initiator;
     int nclose;  /* handles still to close */
@@ -138,6 +140,27 @@ mesh_conn_close(struct mesh_conn *c, int reason)
     uv_close((uv_handle_t *)&c->timer, mesh_conn_close_cb);
 }
 
+static void
+mesh_conn_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    /* Also after UV_ECANCELED: then the connection is closing already and
+       this does nothing (it is freed only after its handles closed). */
+    mesh_conn_close(req->data, 0);
+}
+
+void
+mesh_conn_close_flush(struct mesh_conn *c)
+{
+    if (c == NULL || c->state == MC_CLOSING || c->draining)
+        return;
+    c->draining = 1;
+    c->sreq.data = c;
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, mesh_conn_shutdown_cb) !=
+        0)
+        mesh_conn_close(c, 0);
+}
+
 static int
 mesh_conn_new(uv_loop_t *loop, const struct mesh_conn_opts *o,
               const struct mesh_conn_cbs *cb, void *user, int initiator,
@@ -221,7 +244,7 @@ mesh_conn_write(struct mesh_conn *c, const void *data, size_t len)
     uv_buf_t b;
     int r;
 
-    if (c->state == MC_CLOSING)
+    if (c->state == MC_CLOSING || c->draining)
         return RM_E_CLOSED;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + len >
         MESH_CONN_WQ_MAX) {

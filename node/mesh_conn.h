@@ -85,6 +85,10 @@ int mesh_conn_accept(uv_stream_t *listener, const struct mesh_conn_opts *o,
 int mesh_conn_send(struct mesh_conn *c, const char *type, const void *body,
                    size_t len);
 void mesh_conn_close(struct mesh_conn *c, int reason);
+/* Close after what was sent has been written (a last answer, then the
+ * end); nothing more may be sent. The closed callback follows (reason
+ * 0). */
+void mesh_conn_close_flush(struct mesh_conn *c);
 
 void *mesh_conn_user(const struct mesh_conn *c);
 void mesh_conn_set_user(struct mesh_conn *c, void *user);

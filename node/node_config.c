@@ -308,14 +308,23 @@ static const struct cfg_key cfg_keys[] = {
     {"mesh", "push_pull_interval", CFG_TIME, "0", 0, 86400,
      OFF(mesh_push_pull_interval), WID(mesh_push_pull_interval), 0, NULL,
      NULL, "full state exchange with a random peer; 0 = 30s lan, 60s wan"},
+    {"bridge", "listen", CFG_LISTEN, "127.0.0.1:4751", 0,
+     NODE_CONFIG_LISTEN_MAX, OFF(bridge_listen), 0, OFF(nbridge_listen), NULL,
+     NULL, "MAPI bridge listeners (Noise over TCP), host:port; empty = none"},
+    {"bridge", "idle_timeout", CFG_TIME, "30m", 10, 86400,
+     OFF(bridge_idle_timeout), WID(bridge_idle_timeout), 0, NULL, NULL,
+     "close a bridge session that sent nothing for this long"},
+    {"bridge", "max_sessions", CFG_UINT, "256", 1, 100000,
+     OFF(bridge_max_sessions), WID(bridge_max_sessions), 0, NULL, NULL,
+     "bridge sessions at once (logged on or not)"},
 };
 /* clang-format on */
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 
-static const char *const cfg_sections[] = {"node",  "smtp", "limits",   "tls",
-                                           "auth",  "dns",  "delivery", "mesh",
-                                           "store", NULL};
+static const char *const cfg_sections[] = {
+    "node",     "smtp", "limits", "tls",   "auth", "dns",
+    "delivery", "mesh", "bridge", "store", NULL};
 
 struct cfg_parse {
     struct node_config *cfg;

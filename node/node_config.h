@@ -151,6 +151,11 @@ struct node_config {
     int mesh_egress;                  /* may deliver to the Internet */
     unsigned mesh_lifetime;           /* membership lifetime, seconds */
     unsigned mesh_push_pull_interval; /* seconds; 0 = the profile's */
+    /* [bridge] */
+    struct node_listen bridge_listen[NODE_CONFIG_LISTEN_MAX];
+    size_t nbridge_listen;        /* default 127.0.0.1:4751; 0 = none */
+    unsigned bridge_idle_timeout; /* seconds */
+    unsigned bridge_max_sessions;
     /* [store] */
     uint64_t map_size_max; /* 0 = no limit but the disk */
 };

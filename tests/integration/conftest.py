@@ -137,7 +137,7 @@ class Node:
         # smtp.submission or smtp.smtps itself gets the port of that value
         # (or None when it is empty or lists several addresses).
         (self.port, self.submission_port, self.smtps_port,
-         self.mesh_port) = free_ports(4)
+         self.mesh_port, self.bridge_port) = free_ports(5)
         self.conf = os.path.join(self.dir, "relaymesh.conf")
         self.settings = {s: dict(v) for s, v in DEFAULTS.items()}
         self.settings["node"]["datadir"] = self.datadir
@@ -148,6 +148,9 @@ class Node:
         # Each node its own mesh port (the default 4750 is shared).
         self.settings.setdefault("mesh", {})["listen"] = \
             "127.0.0.1:%d" % self.mesh_port
+        # and its own MAPI bridge port (the default 4751 is shared too)
+        self.settings.setdefault("bridge", {})["listen"] = \
+            "127.0.0.1:%d" % self.bridge_port
         for key, value in (conf or {}).items():
             section, k = key.split(".", 1)
             self.settings.setdefault(section, {})[k] = str(value)
