@@ -708,6 +708,18 @@ ctl_do_status(struct ctl_cli *cli)
             printf("mesh        not in a mesh (`relaymesh mesh create`, or "
                    "`mesh join TOKEN`)\n");
     }
+    st = ctl_obj_get(d, "bridge");
+    if (ctl_obj_type(st) == CTL_T_MAP) {
+        char listen[128];
+
+        ctl_field(st, "listen", listen, sizeof(listen));
+        printf("bridge      %s: %" PRIu64 " %s now, %" PRIu64
+               " logons, %" PRIu64 " failed, %" PRIu64 " sent\n",
+               listen, ctl_u64(st, "sessions"),
+               ctl_plural(ctl_u64(st, "sessions"), "session", "sessions"),
+               ctl_u64(st, "logons"), ctl_u64(st, "logon_failures"),
+               ctl_u64(st, "sent"));
+    }
     st = ctl_obj_get(d, "delivery");
     if (ctl_obj_type(st) == CTL_T_MAP) {
         printf("delivery    %" PRIu64 " delivered, %" PRIu64

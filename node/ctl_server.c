@@ -26,6 +26,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/rm_error.h"
+#include "bridge/server.h"
 #include "node/ctl_codec.h"
 #include "node/auth_cache.h"
 #include "node/mesh.h"
@@ -320,7 +321,7 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
         have_stats = 1;
     node_queue_outbound_stats(n->queue, &ob);
     ctl_enc_ok(e);
-    ctl_enc_map(e, 31);
+    ctl_enc_map(e, 32);
     ctl_enc_kstr(e, "version", RM_VERSION);
     ctl_enc_kstr(e, "hostname", cfg->hostname);
     ctl_enc_ku64(e, "pid", (uint64_t)getpid());
@@ -390,6 +391,8 @@ ctl_cmd_status(struct ctl_conn *c, const struct ctl_obj *args,
     ctl_enc_kbool(e, "draining", n->draining);
     ctl_enc_str(e, "mesh");
     mesh_status_enc(n->mesh, e);
+    ctl_enc_str(e, "bridge");
+    bridge_status_enc(n->bridge, e);
     return 0;
 }
 

@@ -26,6 +26,7 @@
 
 #include "common/log.h"
 #include "common/rm_error.h"
+#include "bridge/server.h"
 #include "node/auth_cache.h"
 #include "node/mesh.h"
 #include "node/node.h"
@@ -176,6 +177,10 @@ node_finish(struct node_runtime *rt)
         smtp_server_close(n->smtp);
         n->smtp = NULL;
     }
+    if (n->bridge) {
+        bridge_close(n->bridge);
+        n->bridge = NULL;
+    }
     if (n->mesh) {
         mesh_close(n->mesh);
         n->mesh = NULL;
@@ -274,6 +279,14 @@ node_print_ready(struct node_runtime *rt)
         const struct tls_cert_info *ti = tls_server_info(rt->n.tls);
         printf("  tls        %s%s, expires %s\n", ti->file,
                ti->self_signed ? " (self-signed)" : "", ti->not_after);
+    }
+    {
+        const char *bl[NODE_CONFIG_LISTEN_MAX];
+        size_t nb = bridge_listeners(rt->n.bridge, bl, NODE_CONFIG_LISTEN_MAX);
+
+        for (size_t i = 0; i < nb; i++)
+            printf("  bridge     %s  (MAPI clients; key %s)\n", bl[i],
+                   rt->n.id.fingerprint);
     }
     printf("  control    %s\n", cfg->control_socket);
     printf("  data       %s\n", cfg->datadir);
@@ -430,6 +443,11 @@ node_serve_main(int argc, char **argv)
         fprintf(stderr, "relaymesh: mesh: %s\n", err);
         goto out_close;
     }
+    r = bridge_new(&rt->n, &rt->n.bridge, err, sizeof(err));
+    if (r != 0) {
+        fprintf(stderr, "relaymesh: bridge: %s\n", err);
+        goto out_close;
+    }
     r = ctl_server_new(&rt->n, &rt->n.ctl);
     if (r != 0) {
         fprintf(stderr, "relaymesh: cannot open the control socket %s: %s\n",
@@ -462,6 +480,8 @@ out_close:
         node_queue_close(rt->n.queue);
     if (rt->n.smtp)
         smtp_server_close(rt->n.smtp);
+    if (rt->n.bridge)
+        bridge_close(rt->n.bridge);
     if (rt->n.mesh)
         mesh_close(rt->n.mesh);
     if (rt->n.store)

@@ -22,6 +22,7 @@ struct ctl_server;
 struct tls_server;
 struct ratelimit;
 struct mesh;
+struct bridge;
 
 /* Counters shown by `relaymesh status`. Loop thread only. */
 struct node_stats {
@@ -53,6 +54,7 @@ struct node {
     struct ratelimit *rl;    /* per-IP and per-user counters */
     struct auth_cache *auth; /* logins verified recently */
     struct mesh *mesh;       /* the mesh service (node/mesh.h) */
+    struct bridge *bridge;   /* the MAPI bridge (bridge/server.h) */
     struct node_identity id; /* long-term key pair (<datadir>/node.key) */
     int64_t started;         /* unix seconds */
     int draining;            /* SIGTERM received */
