@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages relaymesh needs, idempotently.
 #   scripts/deps.sh          build + run dependencies
-#   scripts/deps.sh test     also what the test suite needs
+#   scripts/deps.sh test     also what the test suite needs (with the
+#                            Windows cross build and Wine for win32/)
 #   scripts/deps.sh bench    also what bench/ needs (Postfix as the peer)
 #   scripts/deps.sh win      only what scripts/win-deps.sh needs (mingw-w64
 #                            cross compilers, autotools, cmake, dpkg-source)
@@ -15,9 +16,12 @@ BENCH="postfix sasl2-bin libsasl2-modules"
 # msgpack-c's CMake project enables C++ as well, hence the g++ cross compilers.
 WIN="gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 g++-mingw-w64-x86-64 g++-mingw-w64-i686 binutils-mingw-w64-x86-64 binutils-mingw-w64-i686 make cmake autoconf automake libtool dpkg-dev xz-utils debian-archive-keyring"
 
+# Wine runs the MAPI DLL's tests (headless wine64; libwine-dev has mapi.h).
+WINE="wine wine64 libwine-dev"
+
 want="$BUILD"
 case "${1:-}" in
-test) want="$want $TEST" ;;
+test) want="$want $TEST $WIN $WINE" ;;
 bench) want="$want $TEST $BENCH" ;;
 win) want="$WIN" ;;
 "") ;;
