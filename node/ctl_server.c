@@ -551,9 +551,24 @@ ctl_cmd_mailbox_list(struct ctl_conn *c, const struct ctl_obj *args,
                                  ctl_mail_item, &l);
     if (r == CTL_PAGE_FULL)
         r = 0;
-    if (r == RM_E_NOTFOUND &&
-        store_user_get(c->srv->n->store, addr, ctl_user_exists_cb, NULL) == 0)
-        r = 0; /* a user who has had no mail yet: an empty mailbox */
+    if (r == RM_E_NOTFOUND) {
+        /* A user who has had no mail yet: an empty mailbox; so are the
+           user's bridge folders ("USER/sent", "USER/drafts") before the
+           first message is filed there. */
+        char user[STORE_ADDR_MAX];
+        const char *at = strrchr(addr, '@');
+        const char *slash = at ? strchr(at, '/') : NULL;
+
+        snprintf(user, sizeof(user), "%.*s",
+                 slash && (strcmp(slash, "/sent") == 0 ||
+                           strcmp(slash, "/drafts") == 0)
+                     ? (int)(slash - addr)
+                     : (int)strlen(addr),
+                 addr);
+        if (store_user_get(c->srv->n->store, user, ctl_user_exists_cb, NULL) ==
+            0)
+            r = 0;
+    }
     if (r != 0) {
         ctl_enc_cleanup(&l.items);
         if (r == RM_E_NOTFOUND)
