@@ -1058,10 +1058,12 @@ bs_frame(struct mesh_conn *c, const struct frame_msg *m)
         e->bad = 1;
         e->code =
             r == RM_E_NOTFOUND ? BPROTO_E_UNSUPPORTED : BPROTO_E_BAD_REQUEST;
-        snprintf(e->why, sizeof(e->why), "%s",
-                 r == RM_E_NOTFOUND ? "unknown operation"
-                 : r == -ENOMEM     ? "out of memory"
-                                    : e->q.why);
+        if (r == RM_E_NOTFOUND || r == -ENOMEM)
+            snprintf(e->why, sizeof(e->why), "%s",
+                     r == RM_E_NOTFOUND ? "unknown operation"
+                                        : "out of memory");
+        else
+            memcpy(e->why, e->q.why, sizeof(e->why));
         if (r == -ENOMEM)
             e->code = BPROTO_E_TRY_LATER;
     }
