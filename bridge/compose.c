@@ -269,7 +269,7 @@ bs_save_done(void *arg, int status)
                     "the draft was stored but its "
                     "folder cannot be read");
     }
-    buf_reset(&s->msg);
+    buf_cleanup(&s->msg);
     bs_done(s);
 }
 
@@ -298,6 +298,7 @@ bs_op_save(struct bsess *s, const struct bproto_req *q)
         bs_parts_free(&p);
         goto out;
     }
+    buf_cleanup(&s->msg);
     buf_init(&s->msg, s->b->cfg->max_message_size + 4096);
     r = bs_compose(s, &p);
     bs_parts_free(&p);
@@ -320,7 +321,7 @@ bs_op_save(struct bsess *s, const struct bproto_req *q)
         bs_cache_clear(&s->cache);
     r = store_mailbox_file(s->b->n->store, &s->file, &s->uid, bs_save_done, s);
     if (r != 0) {
-        buf_reset(&s->msg);
+        buf_cleanup(&s->msg);
         bs_fail(s, BPROTO_E_TRY_LATER, "the draft could not be stored: %s",
                 rm_strerror(r));
         goto out;
@@ -357,7 +358,7 @@ bs_sent_filed(void *arg, int status)
     }
     bs_reply(s, &res);
     bs_send_free(s);
-    buf_reset(&s->msg);
+    buf_cleanup(&s->msg);
     bs_done(s);
 }
 
@@ -384,7 +385,7 @@ bs_send_accepted(void *arg, int status)
         log_err("event=bridge.send_failed sid=%" PRIu64 " qid=%s err=\"%s\"",
                 s->sid, x->sm.qid, rm_strerror(status));
         bs_send_free(s);
-        buf_reset(&s->msg);
+        buf_cleanup(&s->msg);
         bs_done(s);
         return;
     }
@@ -539,6 +540,7 @@ bs_op_send(struct bsess *s, const struct bproto_req *q)
     x->nrcpts = k;
     if (bs_parts_fill(s, c, 0, &p) != 0)
         goto out;
+    buf_cleanup(&s->msg);
     buf_init(&s->msg, cfg->max_message_size + 8192);
     store_qid_new(s->b->n->store, x->sm.qid);
     if (mime_compose_date((int64_t)time(NULL), date) != 0)
@@ -549,12 +551,13 @@ bs_op_send(struct bsess *s, const struct bproto_req *q)
                     "\t%s\r\n",
                     s->peer_ip, cfg->hostname, x->sm.qid, s->user, date);
     if (r != 0) {
+        buf_cleanup(&s->msg);
         bs_fail(s, BPROTO_E_TRY_LATER, "out of memory");
         goto out;
     }
     x->trace_len = s->msg.len;
     if (bs_compose(s, &p) != 0) {
-        buf_reset(&s->msg);
+        buf_cleanup(&s->msg);
         goto out;
     }
     snprintf(x->date, sizeof(x->date), "%s", date);
@@ -575,7 +578,7 @@ bs_op_send(struct bsess *s, const struct bproto_req *q)
     r = store_msg_accept(s->b->n->store, &x->sm, bs_send_accepted, s);
     if (r != 0) {
         s->send = NULL;
-        buf_reset(&s->msg);
+        buf_cleanup(&s->msg);
         bs_fail(s, BPROTO_E_TRY_LATER, "the message could not be stored: %s",
                 rm_strerror(r));
         goto out;

@@ -23,6 +23,7 @@ struct bs_find_one {
     int found;
     uint32_t flags;
     int64_t received;
+    uint64_t size;
 };
 
 static int
@@ -34,6 +35,7 @@ bs_find_one_cb(void *arg, const struct store_mail *m)
         f->found = 1;
         f->flags = m->flags;
         f->received = m->internaldate;
+        f->size = m->size;
     }
     return 1; /* the first one after uid - 1 is the only candidate */
 }
@@ -83,7 +85,8 @@ bs_load(struct bsess *s, const char *folder, uint64_t id, enum bfolder *fout)
         return 0;
     }
     bs_cache_clear(c);
-    buf_init(&c->raw, s->b->cfg->max_message_size + BS_READ_SLACK);
+    /* Sized by what is stored (it may predate a lower limit). */
+    buf_init(&c->raw, one.size + BS_READ_SLACK);
     r = store_mailbox_read(s->b->n->store, mbox, uid, bs_raw_cb, &c->raw);
     if (r == RM_E_NOTFOUND) {
         bs_cache_clear(c);
@@ -169,13 +172,8 @@ bs_read_answer(struct bsess *s, const struct bproto_read_args *a,
     m->received = s->cache.received;
     m->message_id = p->message_id;
     m->size = s->cache.raw.len;
-    if (full && a->headers) {
-        if (buf_append(&hdr, "", 1) != 0) {
-            bs_fail(s, BPROTO_E_TRY_LATER, "out of memory");
-            goto out;
-        }
-        m->headers = hdr.data;
-    }
+    if (full && a->headers) /* a buf stays NUL-terminated */
+        m->headers = hdr.data ? hdr.data : "";
     m->body_size = p->body_len;
     if (full && a->body) {
         /* The inline part is cut at a character; the rest comes with
@@ -262,6 +260,7 @@ bs_op_fetch(struct bsess *s, const struct bproto_req *q)
     if (bs_load(s, a->folder, a->id, &f) != 0)
         return 0;
     p = &s->cache.p;
+    memset(&res, 0, sizeof(res));
     if (q->op == BPROTO_OP_FETCH_ATTACHMENT) {
         if (a->index >= p->n_atts) {
             bs_fail(s, BPROTO_E_ATTACHMENT_NOT_FOUND,
@@ -280,22 +279,41 @@ bs_op_fetch(struct bsess *s, const struct bproto_req *q)
         return 0;
     }
     buf_init(&out, BPROTO_CHUNK_MAX);
-    if (q->op == BPROTO_OP_FETCH_ATTACHMENT)
-        r = mime_parse_att_read(p, a->index, a->offset, a->max, &out);
-    else
+    if (q->op == BPROTO_OP_FETCH_ATTACHMENT) {
+        /* Decoded once per message and attachment, then served in
+           slices: chunked fetches cost the size, not its square. */
+        struct bcache *c = &s->cache;
+
+        r = 0;
+        if (c->att_index != (int)a->index) {
+            buf_cleanup(&c->att);
+            buf_init(&c->att, total + 1);
+            c->att_index = -1;
+            r = mime_parse_att_read(p, a->index, 0, (size_t)total, &c->att);
+            if (r == 0)
+                c->att_index = (int)a->index;
+        }
+        if (r == 0) {
+            size_t n = total - a->offset < a->max ? (size_t)(total - a->offset)
+                                                  : a->max;
+            res.r.chunk.data =
+                n ? (const uint8_t *)c->att.data + a->offset : NULL;
+            res.r.chunk.len = n;
+        }
+    } else {
         r = mime_parse_body_read(p, a->offset, a->max, &out);
+        res.r.chunk.data = out.len ? (const uint8_t *)out.data : NULL;
+        res.r.chunk.len = out.len;
+    }
     if (r != 0) {
         buf_cleanup(&out);
         bs_fail(s, BPROTO_E_TRY_LATER, "cannot decode: %s", rm_strerror(r));
         return 0;
     }
-    memset(&res, 0, sizeof(res));
     res.ok = 1;
-    res.r.chunk.data = out.len ? (const uint8_t *)out.data : NULL;
-    res.r.chunk.len = out.len;
     res.r.chunk.total = total;
     res.r.chunk.offset = a->offset;
-    res.r.chunk.last = a->offset + out.len == total;
+    res.r.chunk.last = a->offset + res.r.chunk.len == total;
     bs_reply(s, &res);
     buf_cleanup(&out);
     return 0;

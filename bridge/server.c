@@ -34,6 +34,7 @@
 
 #define BRIDGE_HS_TIMEOUT_MS 10000
 #define BRIDGE_KA_INTERVAL_MS 60000
+#define BRIDGE_LOGON_TIMEOUT_MS 60000 /* from accept to a successful logon */
 
 static const struct {
     const char *id, *name, *suffix;
@@ -214,7 +215,9 @@ bs_cache_clear(struct bcache *c)
         mime_parse_cleanup(&c->p);
     c->parsed = 0;
     c->id = 0;
+    c->att_index = -1;
     buf_cleanup(&c->raw);
+    buf_cleanup(&c->att);
 }
 
 struct bupload *
@@ -232,6 +235,7 @@ bs_upload_drop(struct bsess *s, struct bupload *u)
     for (struct bupload **pp = &s->uploads; *pp; pp = &(*pp)->next)
         if (*pp == u) {
             *pp = u->next;
+            s->upload_bytes -= u->data.len;
             buf_cleanup(&u->data);
             free(u);
             s->nuploads--;
@@ -397,8 +401,31 @@ bs_timer_cb(uv_timer_t *t)
 {
     struct bsess *s = t->data;
 
-    bs_logon_answer(s);
+    if (!s->closing)
+        bs_logon_answer(s);
     bs_done(s);
+}
+
+/* Logon checks in flight per address and per user: parallel guesses must
+   not get past the failure limits, which count only finished checks. */
+#define BRIDGE_LOGONS_PER_IP 4
+#define BRIDGE_LOGONS_PER_USER 2
+
+static void
+bs_logon_release(struct bsess *s)
+{
+    struct ratelimit *rl = s->b->n->rl;
+    char key[RL_KEY_MAX];
+
+    if (rl && s->hold_ip) {
+        bs_rl_key(key, sizeof(key), 'L', s->peer_ip);
+        rl_release(rl, key);
+    }
+    if (rl && s->hold_user) {
+        bs_rl_key(key, sizeof(key), 'M', s->hold_key);
+        rl_release(rl, key);
+    }
+    s->hold_ip = s->hold_user = 0;
 }
 
 static void
@@ -411,20 +438,43 @@ bs_auth_after_cb(uv_work_t *req, int status)
     uint64_t now = uv_now(s->b->loop), delay;
     char key[RL_KEY_MAX];
     unsigned nip = 0, nuser = 0, cnt;
+    int ok = status == 0 && w->ok;
 
     s->work_pending = 0;
-    if (status != 0)
-        w->ok = 0;
-    if (w->ok && n->auth)
+    bs_logon_release(s);
+    if (ok && n->auth)
         auth_cache_put(n->auth, s->user, w->pass, w->passlen, now, w->gen);
     sodium_memzero(w, sizeof(*w));
     free(w);
-    if (s->c == NULL) {
-        s->busy = 0;
-        bs_maybe_free(s);
+    s->logon_fail = !ok;
+    if (!ok) {
+        /* Counted first, also when the client has gone: hanging up during
+           the check must not be a way to guess for free. */
+        s->b->st.logon_failures++;
+        n->stats.auth_failed++;
+        if (n->rl) {
+            bs_rl_key(key, sizeof(key), 'a', s->peer_ip);
+            nip = rl_add(n->rl, key, now, cfg->auth_fail_window);
+            bs_rl_key(key, sizeof(key), 'u', s->user);
+            nuser = rl_add(n->rl, key, now, cfg->auth_fail_window);
+        }
+        log_warn("event=bridge.logon_failed sid=%" PRIu64
+                 " addr=%s user=\"%.100s\" failures_ip=%u failures_user=%u",
+                 s->sid, s->peer_ip, s->user, nip, nuser);
+        if (nip >= cfg->auth_max_fail_ip) {
+            n->stats.ratelimited++;
+            log_warn("event=ratelimit kind=auth_failures_ip service=bridge "
+                     "addr=%s limit=%u window=%us",
+                     s->peer_ip, cfg->auth_max_fail_ip, cfg->auth_fail_window);
+            s->logon_close = 1;
+        }
+        s->user[0] = '\0';
+    }
+    if (s->c == NULL || s->closing) {
+        bs_done(s); /* nobody to answer, or the node is stopping */
         return;
     }
-    if (!s->logon_fail) {
+    if (ok) {
         s->logged_on = 1;
         s->b->st.logons++;
         log_info("event=bridge.logon sid=%" PRIu64 " addr=%s user=%s "
@@ -434,26 +484,6 @@ bs_auth_after_cb(uv_work_t *req, int status)
         bs_done(s);
         return;
     }
-    s->b->st.logon_failures++;
-    n->stats.auth_failed++;
-    if (n->rl) {
-        bs_rl_key(key, sizeof(key), 'a', s->peer_ip);
-        nip = rl_add(n->rl, key, now, cfg->auth_fail_window);
-        bs_rl_key(key, sizeof(key), 'u', s->user);
-        nuser = rl_add(n->rl, key, now, cfg->auth_fail_window);
-    }
-    log_warn("event=bridge.logon_failed sid=%" PRIu64
-             " addr=%s user=\"%.100s\" "
-             "failures_ip=%u failures_user=%u",
-             s->sid, s->peer_ip, s->user, nip, nuser);
-    if (nip >= cfg->auth_max_fail_ip) {
-        n->stats.ratelimited++;
-        log_warn("event=ratelimit kind=auth_failures_ip service=bridge "
-                 "addr=%s limit=%u window=%us",
-                 s->peer_ip, cfg->auth_max_fail_ip, cfg->auth_fail_window);
-        s->logon_close = 1;
-    }
-    s->user[0] = '\0';
     /* Each failure counted doubles the wait, as for SMTP AUTH. */
     cnt = nip > nuser ? nip : nuser;
     delay = cfg->auth_fail_delay;
@@ -467,16 +497,6 @@ bs_auth_after_cb(uv_work_t *req, int status)
         return;
     }
     uv_timer_start(&s->timer, bs_timer_cb, delay * 1000, 0);
-}
-
-/* Set logon_fail from the check's result before bs_auth_after_cb reads it. */
-static void
-bs_auth_after_wrap(uv_work_t *req, int status)
-{
-    struct bauth_work *w = req->data;
-
-    w->s->logon_fail = !(status == 0 && w->ok);
-    bs_auth_after_cb(req, status);
 }
 
 static int
@@ -529,6 +549,31 @@ bs_op_logon(struct bsess *s, const struct bproto_req *q)
     }
     memcpy(w->pass, a->password, plen);
     w->passlen = plen;
+    /* Checks in flight count against the limits too (see above). */
+    if (n->rl) {
+        uint64_t now = uv_now(s->b->loop);
+
+        bs_rl_key(key, sizeof(key), 'L', s->peer_ip);
+        s->hold_ip = rl_hold(n->rl, key, now, BRIDGE_LOGONS_PER_IP);
+        snprintf(s->hold_key, sizeof(s->hold_key), "%s", s->user);
+        bs_rl_key(key, sizeof(key), 'M', s->hold_key);
+        s->hold_user =
+            s->hold_ip && rl_hold(n->rl, key, now, BRIDGE_LOGONS_PER_USER);
+        if (!s->hold_ip || !s->hold_user) {
+            bs_logon_release(s);
+            sodium_memzero(w, sizeof(*w));
+            free(w);
+            s->user[0] = '\0';
+            n->stats.ratelimited++;
+            log_warn("event=ratelimit kind=logons_in_flight service=bridge "
+                     "addr=%s msg=\"logons from this address or for this "
+                     "user are already being checked\"",
+                     s->peer_ip);
+            bs_fail(s, BPROTO_E_TRY_LATER,
+                    "other logons are being checked; try again in a moment");
+            return 0;
+        }
+    }
     bs_rl_key(key, sizeof(key), 'u', s->user);
     if (n->rl && rl_count(n->rl, key, uv_now(s->b->loop),
                           cfg->auth_fail_window) >= cfg->auth_max_fail_user) {
@@ -541,6 +586,7 @@ bs_op_logon(struct bsess *s, const struct bproto_req *q)
                                 uv_now(s->b->loop))) {
         sodium_memzero(w, sizeof(*w));
         free(w);
+        bs_logon_release(s);
         s->logged_on = 1;
         s->logon_fail = 0;
         s->b->st.logons++;
@@ -557,10 +603,11 @@ bs_op_logon(struct bsess *s, const struct bproto_req *q)
                     s->sid, rm_strerror(r));
     }
     w->gen = n->auth ? auth_cache_gen(n->auth) : 0;
-    if (uv_queue_work(s->b->loop, &w->req, bs_auth_work_cb,
-                      bs_auth_after_wrap) != 0) {
+    if (uv_queue_work(s->b->loop, &w->req, bs_auth_work_cb, bs_auth_after_cb) !=
+        0) {
         sodium_memzero(w, sizeof(*w));
         free(w);
+        bs_logon_release(s);
         bs_fail(s, BPROTO_E_TRY_LATER, "cannot check the password now");
         return 0;
     }
@@ -777,6 +824,12 @@ bs_op_upload(struct bsess *s, const struct bproto_req *q)
                 a->upload);
         return;
     }
+    if (a->len > max || s->upload_bytes + a->len > max) {
+        bs_fail(s, BPROTO_E_TOO_BIG,
+                "uploads of a session hold at most %" PRIu64 " bytes", max);
+        bs_upload_drop(s, u);
+        return;
+    }
     if (a->offset != u->data.len) {
         bs_fail(s, BPROTO_E_BAD_REQUEST,
                 "a.offset: %" PRIu64 " bytes are uploaded, not %" PRIu64,
@@ -789,6 +842,7 @@ bs_op_upload(struct bsess *s, const struct bproto_req *q)
         bs_upload_drop(s, u);
         return;
     }
+    s->upload_bytes += a->len;
     memset(&res, 0, sizeof(res));
     res.ok = 1;
     res.r.upload.upload = u->handle;
@@ -1035,6 +1089,15 @@ bs_frame(struct mesh_conn *c, const struct frame_msg *m)
         bs_close(s, 0);
         return;
     }
+    if (!s->logged_on && s->qlen >= 2) {
+        /* Before logon a client has nothing to pipeline: an anonymous
+           peer does not get to park megabytes of requests. */
+        log_warn("event=bridge.overrun sid=%" PRIu64 " addr=%s "
+                 "msg=\"requests piled up before logon; closing\"",
+                 s->sid, s->peer_ip);
+        bs_close(s, 0);
+        return;
+    }
     if (s->qlen == BRIDGE_QUEUE_MAX) {
         log_warn("event=bridge.overrun sid=%" PRIu64 " addr=%s "
                  "msg=\"%d requests unanswered: the client does not read; "
@@ -1147,6 +1210,7 @@ bridge_accept_cb(uv_stream_t *srv, int status)
     }
     s->b = b;
     s->sid = ++b->next_sid;
+    s->cache.att_index = -1;
     memset(&o, 0, sizeof(o));
     o.s_priv = b->x_sk;
     o.cred = (const uint8_t *)b->cred.data;
@@ -1164,19 +1228,45 @@ bridge_accept_cb(uv_stream_t *srv, int status)
     uv_timer_init(b->loop, &s->timer);
     s->timer.data = s;
     s->nhandles = 1;
-    peer = mesh_conn_peer(s->c);
-    colon = strrchr(peer, ':');
-    snprintf(s->peer_ip, sizeof(s->peer_ip), "%.*s",
-             colon ? (int)(colon - peer) : (int)strlen(peer), peer);
+    s->started = uv_now(b->loop);
     s->next = b->sessions;
     if (b->sessions)
         b->sessions->prev = s;
     b->sessions = s;
     b->nsessions++;
     b->st.sessions++;
+    if (s->c == NULL)
+        return; /* closed already: its closed callback frees it */
+    /* "ADDR:PORT" or "[V6]:PORT": the address alone, as SMTP keys it. */
+    peer = mesh_conn_peer(s->c);
+    colon = strrchr(peer, ':');
+    if (peer[0] == '[' && colon != NULL && colon > peer && colon[-1] == ']')
+        snprintf(s->peer_ip, sizeof(s->peer_ip), "%.*s",
+                 (int)(colon - peer - 2), peer + 1);
+    else
+        snprintf(s->peer_ip, sizeof(s->peer_ip), "%.*s",
+                 colon ? (int)(colon - peer) : (int)strlen(peer), peer);
 }
 
 /* ---- the service -------------------------------------------------------- */
+
+/* Sessions that have not logged on within BRIDGE_LOGON_TIMEOUT_MS are
+   closed: anonymous peers do not get to hold the session slots. */
+static void
+bridge_sweep_cb(uv_timer_t *t)
+{
+    struct bridge *b = t->data;
+    uint64_t now = uv_now(b->loop);
+
+    for (struct bsess *s = b->sessions; s; s = s->next)
+        if (!s->logged_on && !s->closing && !s->busy && s->c != NULL &&
+            now - s->started >= BRIDGE_LOGON_TIMEOUT_MS) {
+            log_info("event=bridge.logon_timeout sid=%" PRIu64 " addr=%s "
+                     "msg=\"no logon within %d s; closing\"",
+                     s->sid, s->peer_ip, BRIDGE_LOGON_TIMEOUT_MS / 1000);
+            bs_close(s, 0);
+        }
+}
 
 static void
 bridge_listener_closed(uv_handle_t *h)
@@ -1231,6 +1321,11 @@ bridge_new(struct node *n, struct bridge **out, char *err, size_t errsz)
     }
     msgpack_sbuffer_destroy(&sb);
     *out = b;
+    uv_timer_init(b->loop, &b->sweep);
+    b->sweep.data = b;
+    uv_timer_start(&b->sweep, bridge_sweep_cb, 5000, 5000);
+    uv_unref((uv_handle_t *)&b->sweep);
+    b->has_sweep = 1;
     for (size_t i = 0; i < cfg->nbridge_listen; i++) {
         uv_tcp_t *t = &b->listeners[b->nlisteners];
         int r;
@@ -1263,7 +1358,9 @@ bridge_close(struct bridge *b)
     b->closing = 1;
     for (struct bsess *s = b->sessions; s; s = s->next)
         bs_close(s, 0);
-    b->nhandles = (int)b->nlisteners;
+    b->nhandles = (int)b->nlisteners + b->has_sweep;
+    if (b->has_sweep)
+        uv_close((uv_handle_t *)&b->sweep, bridge_listener_closed);
     for (unsigned i = 0; i < b->nlisteners; i++)
         uv_close((uv_handle_t *)&b->listeners[i], bridge_listener_closed);
     bridge_maybe_free(b);

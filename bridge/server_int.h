@@ -49,6 +49,8 @@ struct bcache {
     struct buf raw;
     int parsed;
     struct mime_parse_msg p;
+    int att_index; /* attachment decoded in att; -1 none */
+    struct buf att;
 };
 
 struct bsess {
@@ -60,6 +62,9 @@ struct bsess {
     uint64_t sid;
     char peer_ip[64];
     int logged_on;
+    uint64_t started;       /* loop ms at accept */
+    int hold_ip, hold_user; /* logon checks in flight counted */
+    char hold_key[STORE_ADDR_MAX];
     int closing; /* no more requests are taken */
     char user[STORE_ADDR_MAX];
     char client[BPROTO_CLIENT_MAX + 1];
@@ -71,6 +76,7 @@ struct bsess {
     /* Uploads. */
     struct bupload *uploads;
     unsigned nuploads;
+    uint64_t upload_bytes; /* held by all uploads, <= max_message_size */
     uint64_t next_upload;
     /* Async state of the running request. */
     uint32_t uid;                        /* store_mailbox_file() result */
@@ -91,7 +97,9 @@ struct bridge {
     const struct node_config *cfg;
     uv_tcp_t listeners[NODE_CONFIG_LISTEN_MAX];
     unsigned nlisteners;
-    int nhandles;  /* listeners still open after close */
+    int nhandles;     /* listeners and the sweep timer still open */
+    uv_timer_t sweep; /* logon timeouts */
+    int has_sweep;
     uint8_t *x_sk; /* X25519 static key, sodium_malloc */
     struct buf cred;
     struct bsess *sessions;

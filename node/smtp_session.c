@@ -1314,6 +1314,20 @@ smtp_auth_after_cb(uv_work_t *req, int status)
     if (s->closing || !w->ok)
         sodium_memzero(w->pass, sizeof(w->pass));
     if (s->closing) {
+        /* A failure still counts when the client hung up during the
+           check: otherwise hanging up would be a way to guess for free. */
+        if (!w->ok && s->n->rl) {
+            s->n->stats.auth_failed++;
+            if (s->has_peer) {
+                smtp_rl_key(s, key, sizeof(key), 'a', s->peer_ip);
+                rl_add(s->n->rl, key, now, cfg->auth_fail_window);
+            }
+            smtp_rl_key(s, key, sizeof(key), 'u', w->login);
+            rl_add(s->n->rl, key, now, cfg->auth_fail_window);
+            log_warn("event=smtp.auth_failed sid=%s addr=%s user=\"%.100s\" "
+                     "msg=\"client left during the check\"",
+                     s->sid, s->has_peer ? s->peer_ip : "unknown", w->login);
+        }
         free(w);
         smtp_session_close(s, s->close_reason);
         return;

@@ -29,11 +29,12 @@ def fingerprint(node):
 class Bridge:
     """One channel to a node's bridge (one session)."""
 
-    def __init__(self, node, fp=None):
+    def __init__(self, node, fp=None, hangup=False):
         if not PIPE:
             pytest.skip("BRIDGE_PIPE_BIN not set")
         self.p = subprocess.Popen(
-            [PIPE, "127.0.0.1:%d" % node.bridge_port, fp or fingerprint(node)],
+            [PIPE, "127.0.0.1:%d" % node.bridge_port, fp or fingerprint(node)]
+            + (["--hangup"] if hangup else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
         self.next_id = 0
@@ -360,3 +361,74 @@ def test_bad_requests(bridge, bnode):
     c = bridge()
     c.logon(user=BOB)
     assert c.ok("ping") == {}
+
+
+def _logon_body(i, password):
+    return msgpack.packb({"id": i, "op": "logon",
+                          "a": {"v": 1, "user": ALICE, "password": password}})
+
+
+def test_hanging_up_during_the_check_still_counts(node_factory):
+    """A client that sends a wrong password and leaves before the answer
+    is counted like any failure: leaving is no way to guess for free."""
+    n = node_factory(conf={"auth.fail_delay": 0, "auth.max_failures_ip": 3})
+    for i in range(3):
+        b = Bridge(n, hangup=True)
+        b.p.stdin.write(struct.pack(">I", len(_logon_body(1, "x"))) +
+                        _logon_body(1, "x"))
+        b.p.stdin.close()
+        assert b.p.wait(10 * SLOW) == 0
+        b.p.stdout.close()
+        b.p.stderr.close()
+        # one at a time (checks in flight are bounded on their own)
+        deadline = time.time() + 10 * SLOW
+        while n.status()["bridge"]["logon_failures"] < i + 1 and \
+                time.time() < deadline:
+            time.sleep(0.05)
+        assert n.status()["bridge"]["logon_failures"] == i + 1
+    b = Bridge(n)
+    assert b.err("logon", v=1, user=ALICE, password=PASSWORD) == "try_later"
+    b.close()
+
+
+def test_parallel_logons_do_not_pass_the_limits(node_factory):
+    """Guesses sent at once on many channels are bounded by the failure
+    limit plus the few checks allowed in flight."""
+    n = node_factory(conf={"auth.fail_delay": 0, "auth.max_failures_ip": 3,
+                           "auth.max_failures_user": 3})
+    chans = [Bridge(n) for _ in range(12)]
+    for i, b in enumerate(chans):
+        body = _logon_body(i + 1, "wrong-%d" % i)
+        b.p.stdin.write(struct.pack(">I", len(body)) + body)
+        b.p.stdin.flush()
+    codes = []
+    for b in chans:
+        h = b.p.stdout.read(4)
+        if len(h) == 4:
+            r = msgpack.unpackb(b.p.stdout.read(struct.unpack(">I", h)[0]))
+            codes.append(r["err"]["code"])
+        else:
+            codes.append("closed")
+        b.close()
+    checked = codes.count("login_failure")
+    assert checked <= 3 + 4, codes  # the limit + BRIDGE_LOGONS_PER_IP
+    assert codes.count("try_later") >= 12 - 7, codes
+
+
+def test_read_a_message_with_a_huge_header_block(bnode, bridge):
+    """A header block past 64 KiB (what read sends of it) is cut, not an
+    error."""
+    import smtplib
+    filler = "".join("X-Filler-%04d: %s\r\n" % (i, "y" * 60)
+                     for i in range(1200))
+    msg = ("From: <%s>\r\nTo: <%s>\r\nSubject: long head\r\n%s\r\nbody\r\n"
+           % (ALICE, BOB, filler))
+    with smtplib.SMTP("127.0.0.1", bnode.port) as s:
+        s.sendmail(ALICE, [BOB], msg.encode())
+    bnode.wait_mailbox(BOB, 1)
+    b = bridge()
+    b.logon(user=BOB)
+    ids = b.ok("find", folder="inbox", limit=1)["ids"]
+    m = b.ok("read", folder="inbox", id=ids[0], headers=True)
+    assert 60000 < len(m["headers"].encode()) <= 65536
+    assert m["subject"] == "long head"

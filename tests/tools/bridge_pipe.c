@@ -2,7 +2,7 @@
  * bridge_pipe: a MAPI bridge client channel for the integration tests
  * (tests/integration/test_bridge.py). Not installed.
  *
- *   bridge_pipe ADDR:PORT FINGERPRINT
+ *   bridge_pipe ADDR:PORT FINGERPRINT [--hangup]
  *
  * Connects, runs the Noise_XX handshake as initiator with the bridge's
  * prologue and a throwaway static key, and checks the node's payload
@@ -12,7 +12,9 @@
  * then one msgpack value) goes out as a "req" frame; each "res" frame's
  * body comes back on stdout the same way ("ka" frames are skipped). The
  * test speaks msgpack itself, so it can send anything, broken requests
- * included.
+ * included. --hangup: send the first request and close the connection
+ * at once, without waiting for the answer (a client that leaves while
+ * the node works on it).
  *
  * stderr: "connected NODE" after the handshake. Exit status: 0 at the end
  * of stdin, 1 when the node closed the connection or broke the protocol,
@@ -184,10 +186,12 @@ main(int argc, char **argv)
     uint8_t s_pub[32], s_priv[32], rs[32], hdr[4];
     char node[256];
     size_t n, plen;
-    int fd, r, rc = 1;
+    int fd, r, rc = 1, hangup;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: bridge_pipe ADDR:PORT FINGERPRINT\n");
+    hangup = argc == 4 && strcmp(argv[3], "--hangup") == 0;
+    if (argc != 3 && !hangup) {
+        fprintf(stderr, "usage: bridge_pipe ADDR:PORT FINGERPRINT "
+                        "[--hangup]\n");
         return 3;
     }
     if (sodium_init() < 0 || (fd = dial(argv[1])) < 0) {
@@ -257,6 +261,10 @@ main(int argc, char **argv)
         if (frame_encode(&ftx, BPROTO_T_REQ, 3, in.data, in.len, &out) != 0 ||
             write_all(fd, out.data, out.len) != 0) {
             fprintf(stderr, "bridge_pipe: cannot send the request\n");
+            break;
+        }
+        if (hangup) {
+            rc = 0;
             break;
         }
         /* Read frames until a response. */
