@@ -51,6 +51,10 @@
 /* An idle session waits this long for more mail to its destination
    before QUIT (as Postfix's connection cache does). */
 #define OB_PARK_MS 2000
+/* Jobs of one mesh destination handed to the mesh at once: twice what a
+   link carries at a time (MESH_XFER_LINK_MAX), so that the link never
+   idles while the bodies held in memory stay few. */
+#define OB_MESH_INFLIGHT (2 * MESH_XFER_LINK_MAX)
 
 struct ob_rcpt {
     uint32_t idx;
@@ -118,7 +122,8 @@ struct ob_dest {
     unsigned working;       /* conns with a session ready */
     struct ob_conn *parked; /* idle sessions, newest first */
     int64_t dead_until;
-    int is_mesh; /* a domain a mesh member hosts (decided per dispatch) */
+    int is_mesh;            /* a domain a mesh member hosts (per dispatch) */
+    unsigned mesh_inflight; /* its jobs handed to the mesh */
     int dead_perm;
     char dead_status[16];
     char dead_text[OB_TEXT_MAX];
@@ -1514,6 +1519,7 @@ ob_mesh_cb(void *arg, int status, const char *why, const struct mxfer_res *res)
     struct outbound *ob = j->ob;
 
     ob_mesh_unlink(ob, j);
+    j->dest->mesh_inflight--;
     if (status != 0) {
         ob_mesh_held(j, why);
     } else {
@@ -1527,6 +1533,7 @@ ob_mesh_cb(void *arg, int status, const char *why, const struct mxfer_res *res)
         }
     }
     ob_job_finish(j);
+    ob_dispatch(ob); /* the destination's next jobs */
 }
 
 /* Hand j to the mesh: its home node gets it over the mesh connection. */
@@ -1539,6 +1546,7 @@ ob_mesh_send(struct outbound *ob, struct ob_job *j,
 
     snprintf(j->home, sizeof(j->home), "%s", home->name);
     snprintf(j->remote, sizeof(j->remote), "%s[mesh]", home->name);
+    j->dest->mesh_inflight--; /* until the send below succeeds */
     if (!mesh_reach(ob->n->mesh, home->pk)) {
         /* Not connected now (a dial starts): no wait for it here, the
            entries come back as soon as the connection is up
@@ -1570,18 +1578,21 @@ ob_mesh_send(struct outbound *ob, struct ob_job *j,
     if (ob->mesh_jobs)
         ob->mesh_jobs->mprev = j;
     ob->mesh_jobs = j;
+    j->dest->mesh_inflight++;
     rc = mesh_xfer_send(ob->n->mesh, home->pk, j->qid, b, j->data.data,
                         j->data.len, ob_mesh_cb, j, &j->mesh_h);
     free(b);
     if (rc != 0) {
+        j->dest->mesh_inflight--;
         ob_mesh_unlink(ob, j);
         ob_mesh_held(j, rc == RM_E_AGAIN ? NULL : rm_strerror(rc));
         ob_job_finish(j);
     }
 }
 
-/* d's domain is hosted by a mesh member: every waiting job goes there.
-   0 when d is not a mesh domain. */
+/* d's domain is hosted by a mesh member: waiting jobs go there, at most
+   OB_MESH_INFLIGHT at a time (each holds its message in memory while
+   it waits its turn on the link). 0 when d is not a mesh domain. */
 static int
 ob_dest_mesh(struct outbound *ob, struct ob_dest *d)
 {
@@ -1593,8 +1604,11 @@ ob_dest_mesh(struct outbound *ob, struct ob_dest *d)
     d->is_mesh = mesh_route(ob->n->mesh, addr, strlen(addr), &home) == 1;
     if (!d->is_mesh)
         return 0;
-    while ((j = ob_dest_pop(d)) != NULL)
+    while (d->mesh_inflight < OB_MESH_INFLIGHT &&
+           (j = ob_dest_pop(d)) != NULL) {
+        d->mesh_inflight++;
         ob_mesh_send(ob, j, &home);
+    }
     return 1;
 }
 
@@ -1668,8 +1682,12 @@ ob_dispatch(struct outbound *ob)
             d->in_ready = 0;
             continue;
         }
-        if (ob_dest_mesh(ob, d))
-            continue; /* its jobs are gone: removed from ready above */
+        if (ob_dest_mesh(ob, d)) {
+            if (d->njobs == 0)
+                continue;   /* removed from ready above */
+            pp = &d->rnext; /* the rest when a transfer ends */
+            continue;
+        }
         if (d->dead_until > now) {
             /* Down a moment ago: no new connection; what waits gets the
                same answer unless a working connection takes it. */
