@@ -18,6 +18,8 @@
  *   renew   "issue me a fresh certificate" -> answered with a cert frame
  *   admit   the joiner's first certificate chain (join links only)
  *   ka      keepalive (mesh_conn.c), ignored
+ *   xfer, xdat, xack, xres
+ *           mail for a member's domains (mesh_xfer.c, mesh/mxfer.h)
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -40,6 +43,8 @@
 #include "node/ctl_codec.h"
 #include "node/mesh.h"
 #include "node/mesh_conn.h"
+#include "node/mesh_int.h"
+#include "node/mesh_xfer.h"
 #include "node/node.h"
 
 #ifndef RM_VERSION
@@ -78,6 +83,7 @@ struct mesh_link {
     uint8_t join_id[MREC_INVITE_ID];
     int join_taking;
     int counted; /* in m->handshakes_in */
+    uint64_t id; /* names the link to mesh_xfer.c (never reused) */
 };
 
 struct mesh_qframe {
@@ -182,6 +188,8 @@ struct mesh {
     char refuse_last[64];
     uint64_t refused, frames_in, frames_out, rx_invalid;
     uint64_t next_rand;
+    uint64_t link_ids;
+    struct mesh_xfer *xfer; /* mail between members (mesh_xfer.c) */
 };
 
 static void mesh_link_established(struct mesh_conn *c);
@@ -973,6 +981,7 @@ mesh_link_new(struct mesh *m, enum mesh_link_kind kind, struct mesh_peer *p)
     l->m = m;
     l->kind = kind;
     l->p = p;
+    l->id = ++m->link_ids;
     l->next = m->links;
     if (m->links)
         m->links->prev = l;
@@ -1427,6 +1436,9 @@ mesh_link_established(struct mesh_conn *c)
         for (unsigned i = 0; i < p->nq; i++)
             mesh_link_send(l, p->q[i].type, p->q[i].body, p->q[i].len);
         mesh_peer_qclear(p);
+        /* Mail held for its domains can go now, not at its next try. */
+        if (p->rec != NULL && p->rec->n_domains > 0 && m->n->queue != NULL)
+            node_queue_mesh_ready(m->n->queue);
         break;
     case LINK_IN:
         log_info("event=mesh.connected peer=%s peer_addr=%s direction=in",
@@ -1477,6 +1489,8 @@ mesh_link_closed(struct mesh_conn *c, int reason, const char *why)
     p = l->p;
     l->c = NULL;
     mesh_link_uncount(l);
+    if (m->xfer != NULL)
+        mesh_xfer_link_closed(m->xfer, l->id);
     if (l->kind == LINK_JOIN_IN && !l->join_taking) {
         int i = mesh_invite_find(m, l->join_id);
 
@@ -1851,6 +1865,10 @@ mesh_link_frame(struct mesh_conn *c, const struct frame_msg *fm)
         mesh_on_rev(m, l, fm->body);
     else if (mesh_type_is(fm, "renew"))
         mesh_on_renew(m, l);
+    else if (fm->type_is_str && m->xfer != NULL &&
+             mesh_xfer_frame(m->xfer, l->id, l->p->name, fm->type, fm->type_len,
+                             fm->body) != 0)
+        ; /* mail */
     else
         log_debug("event=mesh.frame_ignored peer=%s type=%.*s", l->p->name,
                   (int)fm->type_len, fm->type_is_str ? fm->type : "?");
@@ -1969,6 +1987,8 @@ mesh_house_cb(uv_timer_t *t)
 
     if (m->closing)
         return;
+    if (m->xfer != NULL)
+        mesh_xfer_tick(m->xfer);
     if (m->join.cb != NULL && !m->member && now >= m->join_deadline)
         mesh_join_finish(m, RM_E_AGAIN, "%s",
                          m->join_err[0] ? m->join_err
@@ -2879,6 +2899,8 @@ mesh_load_cb(void *arg, const void *key, size_t klen, const void *val,
             if (mcodec_invite_decode(val, vlen, &iv->expires, iv->name) == 0)
                 m->ninv++;
         }
+    } else if (klen > 3 && memcmp(key, MESH_XFER_DEDUP_PREFIX, 3) == 0) {
+        /* mesh_xfer.c's dedup records: not membership state */
     } else {
         log_warn("event=mesh.load_unknown_key len=%zu", klen);
     }
@@ -2969,6 +2991,10 @@ mesh_new(struct node *n, struct mesh **out, char *err, size_t errsz)
     }
     if ((r = mesh_listen(m, err, errsz)) != 0)
         return r;
+    if ((r = mesh_xfer_new(m, &m->xfer)) != 0) {
+        snprintf(err, errsz, "cannot start mail transfer: %s", rm_strerror(r));
+        return r;
+    }
     uv_timer_start(&m->house_timer, mesh_house_cb, 1000, 1000);
     m->next_pp = uv_now(m->loop) + m->pp_interval_ms;
     if (m->member) {
@@ -3006,6 +3032,7 @@ mesh_maybe_free(struct mesh *m)
     }
     if (m->swim)
         swim_free(m->swim);
+    mesh_xfer_free(m->xfer);
     sodium_free(m->x_sk);
     buf_cleanup(&m->self_rec_raw);
     free(m);
@@ -3035,6 +3062,8 @@ mesh_close(struct mesh *m)
     mesh_pending_done(&m->invite, RM_E_CLOSED, "the node is shutting down", &e);
     mesh_pending_done(&m->remove, RM_E_CLOSED, "the node is shutting down", &e);
     ctl_enc_cleanup(&e);
+    if (m->xfer != NULL)
+        mesh_xfer_stop(m->xfer);
     for (struct mesh_link *l = m->links; l; l = l->next) {
         l->p = NULL;
         if (l->c != NULL)
@@ -3051,4 +3080,135 @@ mesh_close(struct mesh *m)
     uv_close((uv_handle_t *)&m->join_timer, mesh_handle_closed);
     for (unsigned i = 0; i < m->nlisteners; i++)
         uv_close((uv_handle_t *)&m->listeners[i], mesh_handle_closed);
+}
+
+/* ---- routing and the transfer module's view ---------------------------- */
+
+int
+mesh_route(struct mesh *m, const char *addr, size_t len, struct mesh_home *home)
+{
+    const char *at;
+    size_t dlen;
+    char a[STORE_ADDR_MAX], canon[STORE_ADDR_MAX];
+
+    if (m == NULL || addr == NULL || !m->member || m->closing ||
+        len >= sizeof(a))
+        return 0;
+    memcpy(a, addr, len);
+    a[len] = '\0';
+    if ((at = strrchr(a, '@')) == NULL || at == a || at[1] == '\0')
+        return 0;
+    dlen = strlen(at + 1);
+    if (node_config_local_domain(m->cfg, at + 1, dlen))
+        return 0;
+    for (struct mesh_peer *p = m->peers; p; p = p->next) {
+        unsigned i;
+
+        if (p->revoked || !p->has_chain || p->rec == NULL ||
+            p->state == SWIM_LEFT)
+            continue;
+        for (i = 0; i < p->rec->n_domains; i++)
+            if (strlen(p->rec->domains[i]) == dlen &&
+                strncasecmp(p->rec->domains[i], at + 1, dlen) == 0)
+                break;
+        if (i == p->rec->n_domains)
+            continue;
+        memset(home, 0, sizeof(*home));
+        memcpy(home->pk, p->pk, sizeof(home->pk));
+        snprintf(home->name, sizeof(home->name), "%s", p->name);
+        snprintf(home->fp, sizeof(home->fp), "%s", p->fp);
+        home->reachable = p->out != NULL && mesh_conn_is_up(p->out->c);
+        if ((size_t)(at - a) == 10 && strncasecmp(a, "postmaster", 10) == 0)
+            home->user_known = 1;
+        else if (store_addr_canon(a, canon, sizeof(canon)) == 0)
+            for (i = 0; i < p->rec->n_users && !home->user_known; i++)
+                home->user_known = strcmp(p->rec->users[i], canon) == 0;
+        return 1;
+    }
+    return 0;
+}
+
+struct node *
+mesh__node(struct mesh *m)
+{
+    return m->n;
+}
+
+int
+mesh_reach(struct mesh *m, const uint8_t pk[32])
+{
+    return m != NULL && mesh__out_link(m, pk) != 0;
+}
+
+struct mesh_xfer *
+mesh__xfer(struct mesh *m)
+{
+    return m->xfer;
+}
+
+void
+mesh__peer_name(struct mesh *m, const uint8_t pk[32], char *out, size_t outsz)
+{
+    struct mesh_peer *p = mesh_peer_by_pk(m, pk);
+
+    if (p != NULL)
+        snprintf(out, outsz, "%s", p->name);
+}
+
+uint64_t
+mesh__out_link(struct mesh *m, const uint8_t pk[32])
+{
+    struct mesh_peer *p = mesh_peer_by_pk(m, pk);
+
+    if (p == NULL || p->revoked || m->closing || !m->member)
+        return 0;
+    if (p->out != NULL && mesh_conn_is_up(p->out->c))
+        return p->out->id;
+    if (p->out == NULL && uv_now(m->loop) >= p->dial_at)
+        mesh_dial(m, p);
+    return 0;
+}
+
+static struct mesh_link *
+mesh_link_by_id(struct mesh *m, uint64_t id)
+{
+    for (struct mesh_link *l = m->links; l; l = l->next)
+        if (l->id == id)
+            return l->c != NULL ? l : NULL;
+    return NULL;
+}
+
+int
+mesh__link_send(struct mesh *m, uint64_t link, const char *type,
+                const void *body, size_t len)
+{
+    struct mesh_link *l = mesh_link_by_id(m, link);
+
+    if (l == NULL || !mesh_conn_is_up(l->c))
+        return RM_E_CLOSED;
+    return mesh_link_send(l, type, body, len);
+}
+
+void
+mesh__link_drop(struct mesh *m, uint64_t link, int bad)
+{
+    struct mesh_link *l = mesh_link_by_id(m, link);
+
+    if (bad)
+        m->rx_invalid++;
+    if (l != NULL)
+        mesh_conn_close(l->c, RM_E_PROTO);
+}
+
+void
+mesh__hold(struct mesh *m)
+{
+    m->store_pending++;
+}
+
+void
+mesh__release(struct mesh *m)
+{
+    m->store_pending--;
+    mesh_maybe_free(m);
 }

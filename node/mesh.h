@@ -29,6 +29,7 @@
 #define RM_NODE_MESH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct node;
 struct mesh;
@@ -60,6 +61,36 @@ int mesh_ctl(struct mesh *m, const char *cmd, const struct ctl_obj *args,
              void *arg);
 /* Forget a pending command's callback (its client went away). */
 void mesh_ctl_cancel(struct mesh *m, void *arg);
+
+/*
+ * Routing: where mail for an address goes in the mesh.
+ *
+ * mesh_route() looks at the domain of addr (len bytes, "local@domain",
+ * no <>): 1 when another member hosts it (its current node record lists
+ * the domain; revoked members and members that left do not count),
+ * with *home filled; 0 when it is not a mesh domain (one of this node's
+ * own [smtp] domains, a domain no member announces, no address, no
+ * mesh, or m NULL). home->user_known says whether the home node
+ * announces the user (canonical comparison, store_addr_canon(); the
+ * postmaster of a hosted domain is always known); home->reachable
+ * whether our connection to it is up now.
+ */
+#define MESH_NAME_MAX 64
+#define MESH_FP_MAX 40
+
+struct mesh_home {
+    uint8_t pk[32]; /* Ed25519 key of the home node */
+    char name[MESH_NAME_MAX];
+    char fp[MESH_FP_MAX];
+    int user_known;
+    int reachable;
+};
+
+int mesh_route(struct mesh *m, const char *addr, size_t len,
+               struct mesh_home *home);
+/* 1 when our connection to the member with key pk is up; 0 when not (a
+   dial is started when one is due). */
+int mesh_reach(struct mesh *m, const uint8_t pk[32]);
 
 /* The "mesh" part of `relaymesh status`: one map value. */
 void mesh_status_enc(struct mesh *m, struct ctl_enc *e);

@@ -151,6 +151,8 @@ struct node_config {
     int mesh_egress;                  /* may deliver to the Internet */
     unsigned mesh_lifetime;           /* membership lifetime, seconds */
     unsigned mesh_push_pull_interval; /* seconds; 0 = the profile's */
+    unsigned mesh_tombstone_lifetime; /* seconds a mesh dedup record is
+                                         kept; default 14 days */
     /* [bridge] */
     struct node_listen bridge_listen[NODE_CONFIG_LISTEN_MAX];
     size_t nbridge_listen;        /* default 127.0.0.1:4751; 0 = none */

@@ -206,6 +206,13 @@ node_queue_remote(struct node_queue *q, const char *qid)
 }
 
 void
+node_queue_mesh_ready(struct node_queue *q)
+{
+    if (q != NULL && !q->closing)
+        outbound_mesh_ready(q->out);
+}
+
+void
 node_queue_outbound_stats(const struct node_queue *q, struct outbound_stats *s)
 {
     if (q != NULL && q->out != NULL)

@@ -33,6 +33,8 @@
 #include "common/rm_error.h"
 #include "node/dns.h"
 #include "node/dsn.h"
+#include "node/mesh.h"
+#include "node/mesh_xfer.h"
 #include "node/node.h"
 #include "node/outbound.h"
 #include "node/smtp_client.h"
@@ -49,6 +51,10 @@
 /* An idle session waits this long for more mail to its destination
    before QUIT (as Postfix's connection cache does). */
 #define OB_PARK_MS 2000
+/* Jobs of one mesh destination handed to the mesh at once: twice what a
+   link carries at a time (MESH_XFER_LINK_MAX), so that the link never
+   idles while the bodies held in memory stay few. */
+#define OB_MESH_INFLIGHT (2 * MESH_XFER_LINK_MAX)
 
 struct ob_rcpt {
     uint32_t idx;
@@ -76,6 +82,7 @@ struct ob_job {
     int ret;
     int smtputf8;
     int eightbit;
+    int body_type;
     int64_t arrival;
     uint64_t size;
     struct ob_rcpt *rcpts;
@@ -97,6 +104,10 @@ struct ob_job {
     struct store_msg rmsg;
     struct store_rcpt rrcpt;
     char rmailbox[STORE_ADDR_MAX];
+    /* over the mesh */
+    struct ob_job *mprev, *mnext; /* in outbound.mesh_jobs */
+    uint64_t mesh_h;
+    char home[MESH_NAME_MAX];
 };
 
 struct ob_dest {
@@ -111,6 +122,8 @@ struct ob_dest {
     unsigned working;       /* conns with a session ready */
     struct ob_conn *parked; /* idle sessions, newest first */
     int64_t dead_until;
+    int is_mesh;            /* a domain a mesh member hosts (per dispatch) */
+    unsigned mesh_inflight; /* its jobs handed to the mesh */
     int dead_perm;
     char dead_status[16];
     char dead_text[OB_TEXT_MAX];
@@ -157,6 +170,8 @@ struct outbound {
     uv_timer_t sweep; /* QUIT for sessions parked too long */
     unsigned nparked;
     struct ob_job *retry_jobs; /* their jobs, outcomes kept */
+    struct ob_job *mesh_jobs;  /* jobs with a mesh transfer */
+    uv_timer_t mesh_ready;     /* a coalesced walk for mesh mail */
     int closing;
     int dispatching;
     int handles; /* open uv handles */
@@ -277,7 +292,10 @@ ob_dest_get(struct outbound *ob, const char *addr)
     struct ob_dest *d;
     size_t h, len;
 
-    if (ob->smarthost[0] != '\0') {
+    struct mesh_home home;
+
+    if (ob->smarthost[0] != '\0' &&
+        mesh_route(ob->n->mesh, addr, strlen(addr), &home) != 1) {
         snprintf(dom, sizeof(dom), "%s", ob->smarthost);
     } else {
         if (at == NULL)
@@ -414,6 +432,7 @@ ob_take_entry(struct outbound *ob, const struct store_qentry *e)
         j->ret = e->ret;
         j->smtputf8 = e->smtputf8;
         j->eightbit = e->body_type != STORE_BODY_7BIT;
+        j->body_type = (int)e->body_type;
         j->arrival = e->arrival;
         j->size = e->size;
         buf_init(&j->data, e->size + 16);
@@ -1467,6 +1486,182 @@ ob_conn_start(struct outbound *ob, struct ob_dest *d)
     return 0;
 }
 
+/* ---- mesh domains --------------------------------------------------- */
+
+static void
+ob_mesh_unlink(struct outbound *ob, struct ob_job *j)
+{
+    if (j->mprev)
+        j->mprev->mnext = j->mnext;
+    else if (ob->mesh_jobs == j)
+        ob->mesh_jobs = j->mnext;
+    if (j->mnext)
+        j->mnext->mprev = j->mprev;
+    j->mprev = j->mnext = NULL;
+}
+
+static void
+ob_mesh_held(struct ob_job *j, const char *why)
+{
+    char diag[OB_TEXT_MAX];
+
+    snprintf(diag, sizeof(diag),
+             "4.4.1 home node %s of %s unreachable; held for store and "
+             "forward%s%s",
+             j->home, j->dest->domain, why ? ": " : "", why ? why : "");
+    ob_job_set_all(j, 0, "4.4.1", diag);
+}
+
+static void
+ob_mesh_cb(void *arg, int status, const char *why, const struct mxfer_res *res)
+{
+    struct ob_job *j = arg;
+    struct outbound *ob = j->ob;
+
+    ob_mesh_unlink(ob, j);
+    j->dest->mesh_inflight--;
+    if (status != 0) {
+        ob_mesh_held(j, why);
+    } else {
+        for (size_t i = 0; i < j->nrcpts && i < res->n; i++) {
+            const struct mxfer_result *r = &res->r[i];
+            enum store_outcome out =
+                r->outcome == MXFER_DELIVERED ? STORE_OUT_DELIVERED
+                : r->outcome == MXFER_BOUNCED ? STORE_OUT_BOUNCED
+                                              : STORE_OUT_DEFERRED;
+            ob_rcpt_set(&j->rcpts[i], out, r->status, r->diag);
+        }
+    }
+    ob_job_finish(j);
+    ob_dispatch(ob); /* the destination's next jobs */
+}
+
+/* Hand j to the mesh: its home node gets it over the mesh connection. */
+static void
+ob_mesh_send(struct outbound *ob, struct ob_job *j,
+             const struct mesh_home *home)
+{
+    struct mxfer_begin *b;
+    int rc;
+
+    snprintf(j->home, sizeof(j->home), "%s", home->name);
+    snprintf(j->remote, sizeof(j->remote), "%s[mesh]", home->name);
+    j->dest->mesh_inflight--; /* until the send below succeeds */
+    if (!mesh_reach(ob->n->mesh, home->pk)) {
+        /* Not connected now (a dial starts): no wait for it here, the
+           entries come back as soon as the connection is up
+           (outbound_mesh_ready). */
+        ob_mesh_held(j, NULL);
+        ob_job_finish(j);
+        return;
+    }
+    if ((rc = ob_load(j)) != 0 || (b = calloc(1, sizeof(*b))) == NULL) {
+        ob_job_set_all(j, 0, "4.3.0", "cannot read the message");
+        ob_job_finish(j);
+        return;
+    }
+    snprintf(b->mail_from, sizeof(b->mail_from), "%s", j->mail_from);
+    snprintf(b->envid, sizeof(b->envid), "%s", j->envid ? j->envid : "");
+    b->ret = (unsigned)j->ret;
+    b->body = (unsigned)j->body_type;
+    b->smtputf8 = j->smtputf8;
+    b->nrcpts = (unsigned)j->nrcpts;
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        snprintf(b->rcpts[i].addr, sizeof(b->rcpts[i].addr), "%s",
+                 j->rcpts[i].addr);
+        snprintf(b->rcpts[i].orcpt, sizeof(b->rcpts[i].orcpt), "%s",
+                 j->rcpts[i].orcpt ? j->rcpts[i].orcpt : "");
+        b->rcpts[i].notify = j->rcpts[i].notify & 0x0f;
+    }
+    /* In the list first: the callback unlinks. */
+    j->mnext = ob->mesh_jobs;
+    if (ob->mesh_jobs)
+        ob->mesh_jobs->mprev = j;
+    ob->mesh_jobs = j;
+    j->dest->mesh_inflight++;
+    rc = mesh_xfer_send(ob->n->mesh, home->pk, j->qid, b, j->data.data,
+                        j->data.len, ob_mesh_cb, j, &j->mesh_h);
+    free(b);
+    if (rc != 0) {
+        j->dest->mesh_inflight--;
+        ob_mesh_unlink(ob, j);
+        ob_mesh_held(j, rc == RM_E_AGAIN ? NULL : rm_strerror(rc));
+        ob_job_finish(j);
+    }
+}
+
+/* d's domain is hosted by a mesh member: waiting jobs go there, at most
+   OB_MESH_INFLIGHT at a time (each holds its message in memory while
+   it waits its turn on the link). 0 when d is not a mesh domain. */
+static int
+ob_dest_mesh(struct outbound *ob, struct ob_dest *d)
+{
+    struct mesh_home home;
+    char addr[DNS_NAME_MAX + 4];
+    struct ob_job *j;
+
+    snprintf(addr, sizeof(addr), "x@%s", d->domain);
+    d->is_mesh = mesh_route(ob->n->mesh, addr, strlen(addr), &home) == 1;
+    if (!d->is_mesh)
+        return 0;
+    while (d->mesh_inflight < OB_MESH_INFLIGHT &&
+           (j = ob_dest_pop(d)) != NULL) {
+        d->mesh_inflight++;
+        ob_mesh_send(ob, j, &home);
+    }
+    return 1;
+}
+
+struct ob_mesh_walk {
+    struct outbound *ob;
+    size_t taken;
+};
+
+static int
+ob_mesh_walk_cb(void *arg, const struct store_qentry *e)
+{
+    struct ob_mesh_walk *w = arg;
+    struct mesh_home home;
+    int r;
+
+    if (e->route != STORE_ROUTE_REMOTE || e->state != STORE_Q_DEFERRED ||
+        mesh_route(w->ob->n->mesh, e->addr, strlen(e->addr), &home) != 1 ||
+        !home.reachable)
+        return 0;
+    r = ob_take_entry(w->ob, e);
+    if (r == 0)
+        w->taken++;
+    return r > 0 ? 1 : 0;
+}
+
+static void
+ob_mesh_ready_cb(uv_timer_t *t)
+{
+    struct outbound *ob = t->data;
+    struct ob_mesh_walk w = {ob, 0};
+    int rc;
+
+    if (ob->closing)
+        return;
+    /* Deferred entries wait in the due index for their next try; the
+       ones for a home node that is back are taken now. */
+    rc = store_queue_list(ob->n->store, ob_mesh_walk_cb, &w);
+    if (rc < 0 && rc != RM_E_NOTFOUND)
+        log_err("event=delivery.scan_failed err=\"%s\"", rm_strerror(rc));
+    if (w.taken > 0)
+        log_info("event=delivery.mesh_ready entries=%zu", w.taken);
+    ob_dispatch(ob);
+}
+
+void
+outbound_mesh_ready(struct outbound *o)
+{
+    if (o == NULL || o->closing)
+        return;
+    if (!uv_is_active((uv_handle_t *)&o->mesh_ready))
+        uv_timer_start(&o->mesh_ready, ob_mesh_ready_cb, 50, 0);
+}
+
 /* Start connections where jobs wait and the limits allow. */
 static void
 ob_dispatch(struct outbound *ob)
@@ -1485,6 +1680,12 @@ ob_dispatch(struct outbound *ob)
             if (*pp == NULL)
                 ob->ready_tail = pp;
             d->in_ready = 0;
+            continue;
+        }
+        if (ob_dest_mesh(ob, d)) {
+            if (d->njobs == 0)
+                continue;   /* removed from ready above */
+            pp = &d->rnext; /* the rest when a transfer ends */
             continue;
         }
         if (d->dead_until > now) {
@@ -1568,11 +1769,13 @@ outbound_new(struct node *n, struct outbound **out)
     uv_timer_init(n->loop, &ob->scan_soon);
     uv_timer_init(n->loop, &ob->retry);
     uv_timer_init(n->loop, &ob->sweep);
+    uv_timer_init(n->loop, &ob->mesh_ready);
     ob->sweep.data = ob;
+    ob->mesh_ready.data = ob;
     ob->wake.data = ob;
     ob->scan_soon.data = ob;
     ob->retry.data = ob;
-    ob->handles = 4;
+    ob->handles = 5;
     log_info("event=delivery.ready dns=%s smarthost=%s port=%u tls=%s%s",
              cfg->dns_server && cfg->dns_server[0] ? cfg->dns_server : "system",
              ob->smarthost[0] ? ob->smarthost : "none",
@@ -1654,6 +1857,16 @@ outbound_close(struct outbound *o)
     uv_close((uv_handle_t *)&o->retry, ob_close_cb);
     uv_timer_stop(&o->sweep);
     uv_close((uv_handle_t *)&o->sweep, ob_close_cb);
+    uv_timer_stop(&o->mesh_ready);
+    uv_close((uv_handle_t *)&o->mesh_ready, ob_close_cb);
+    while (o->mesh_jobs != NULL) {
+        /* In transfer: the entries stay due in the store; a home node
+           that stored it meanwhile drops the copy sent again. */
+        struct ob_job *j = o->mesh_jobs;
+        ob_mesh_unlink(o, j);
+        mesh_xfer_cancel(o->n->mesh, j->mesh_h);
+        ob_job_free(j);
+    }
     while (o->retry_jobs != NULL) {
         /* Never recorded: the entries stay due in the store. */
         struct ob_job *j = o->retry_jobs;

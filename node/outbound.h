@@ -20,6 +20,14 @@
  * can neither lose a bounce nor make two. A crash during an attempt
  * leaves the entry due: it is tried again at start (at least once).
  *
+ * Mesh domains. A recipient whose domain another mesh member hosts
+ * (mesh_route()) is not looked up in DNS: its job goes to that home
+ * node over the mesh (mesh_xfer.c) and the home node's per-recipient
+ * answers are recorded like SMTP replies. When the home node cannot be
+ * reached the entries are deferred ("4.4.1 home node NAME of DOMAIN
+ * unreachable; held for store and forward") and taken again as soon
+ * as it can (outbound_mesh_ready()), not only at their next try.
+ *
  * Loop thread only.
  */
 #ifndef RM_NODE_OUTBOUND_H
@@ -49,6 +57,10 @@ struct outbound_stats {
 int outbound_new(struct node *n, struct outbound **out);
 /* A message was committed: take its remote entries now. */
 void outbound_message(struct outbound *o, const char *qid);
+/* A mesh home node became reachable: entries waiting for a mesh domain
+   whose home node can be reached now are taken at once, whatever their
+   next try (coalesced: one queue walk per burst of calls). */
+void outbound_mesh_ready(struct outbound *o);
 /* Look at the due index again soon (retry, release, start). */
 void outbound_kick(struct outbound *o);
 void outbound_get_stats(const struct outbound *o, struct outbound_stats *s);

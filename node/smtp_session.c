@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/rm_error.h"
 #include "node/auth_cache.h"
+#include "node/mesh.h"
 #include "node/node.h"
 #include "node/ratelimit.h"
 #include "node/smtp_auth.h"
@@ -577,6 +578,7 @@ smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
     const struct node_config *cfg = s->cfg;
     struct smtp_rcpt r = {0};
     char canon[STORE_ADDR_MAX];
+    struct mesh_home home;
     const char *domain;
     size_t dlen = 0;
     const char *mailbox = NULL;
@@ -702,6 +704,21 @@ smtp_do_rcpt(struct smtp_session *s, struct smtp_cmd *c)
             mailbox = canon;
         }
         r.route = STORE_ROUTE_LOCAL;
+    } else if (mesh_route(s->n->mesh, c->path.p, c->path.len, &home) == 1) {
+        /* Another office's domain: the mesh as a whole is its MX, so it
+           is taken from anyone, for the users its home node announces
+           (refused here, at RCPT, like an unknown local user). */
+        if (!home.user_known) {
+            smtp_reply(s,
+                       "550 5.1.1 <%.*s>: Recipient address rejected: "
+                       "User unknown in the mesh",
+                       (int)c->path.len, c->path.p);
+            s->n->stats.rcpt_rejected++;
+            smtp_error(s);
+            free(r.orcpt);
+            return;
+        }
+        r.route = STORE_ROUTE_REMOTE;
     } else if (s->trusted || s->auth_user != NULL) {
         r.route = STORE_ROUTE_REMOTE;
     } else {

@@ -134,18 +134,26 @@ struct store_msg {
        prepended, dot-unstuffed, CRLF line ends. */
     const char *data;
     size_t len;
+    /* Optional, store_msg_accept only: records written into the mesh
+       table in the same transaction (the mesh's dedup keys), each with
+       op STORE_MESH_NEW: if one of the keys is already there the whole
+       request fails with RM_E_EXISTS and nothing of it is written. */
+    const struct store_mesh_write *mesh_new;
+    size_t nmesh_new;
 };
 
 typedef void (*store_done_cb)(void *arg, int status);
 typedef int (*store_chunk_cb)(void *arg, const char *data, size_t len);
 
+struct store_mesh_write;
+
 /*
  * Durably store a message and one queue entry per recipient (state
- * QUEUED, next try = arrival). cb runs on the loop thread after the
- * commit (status 0) or failure. The caller keeps *m and everything it
- * points to valid and unchanged until cb has run.
- * Errors (immediate): -ENOMEM, RM_E_CLOSED, RM_E_INVAL.
- * Errors (in cb): RM_E_FULL, RM_E_EXISTS (qid reused), RM_E_STORE.
+ * QUEUED, next try = arrival), and m->mesh_new's keys (see above). cb runs on
+ * the loop thread after the commit (status 0) or failure. The caller keeps *m
+ * and everything it points to valid and unchanged until cb has run. Errors
+ * (immediate): -ENOMEM, RM_E_CLOSED, RM_E_INVAL. Errors (in cb): RM_E_FULL,
+ * RM_E_EXISTS (qid reused, or a mesh_new key present), RM_E_STORE.
  */
 int store_msg_accept(struct store *st, const struct store_msg *m,
                      store_done_cb cb, void *arg);

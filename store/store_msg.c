@@ -107,8 +107,20 @@ store__msg_unref(struct store *st, MDB_txn *txn, const char *qid, uint32_t n)
 static int
 store_msg_apply_accept(struct store *st, MDB_txn *txn, struct store__req *rq)
 {
-    return store__msg_put(st, txn, rq->u.accept.m,
-                          (uint32_t)rq->u.accept.m->nrcpts);
+    const struct store_msg *m = rq->u.accept.m;
+
+    /* The dedup keys first: one already there fails the request (the
+       nested transaction is dropped) before anything else is written. */
+    for (size_t i = 0; i < m->nmesh_new; i++) {
+        const struct store_mesh_write *w = &m->mesh_new[i];
+        MDB_val k = {w->klen, (void *)w->key};
+        MDB_val v = {w->vlen, (void *)w->val};
+        int rc = mdb_put(txn, st->db.mesh, &k, &v, MDB_NOOVERWRITE);
+
+        if (rc != 0)
+            return rc;
+    }
+    return store__msg_put(st, txn, m, (uint32_t)m->nrcpts);
 }
 
 int
@@ -210,6 +222,16 @@ store_msg_accept(struct store *st, const struct store_msg *m, store_done_cb cb,
         return RM_E_CLOSED;
     if (!store__msg_valid(m))
         return RM_E_INVAL;
+    if (m->nmesh_new > 0 && m->mesh_new == NULL)
+        return RM_E_INVAL;
+    for (size_t i = 0; i < m->nmesh_new; i++) {
+        const struct store_mesh_write *w = &m->mesh_new[i];
+
+        if (w->op != STORE_MESH_NEW || w->key == NULL || w->klen == 0 ||
+            w->klen > STORE_MESH_KEY_MAX || w->vlen > STORE_MESH_VAL_MAX ||
+            (w->vlen > 0 && w->val == NULL))
+            return RM_E_INVAL;
+    }
     rq = store__req_new(0);
     if (rq == NULL)
         return -ENOMEM;

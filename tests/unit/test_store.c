@@ -1173,6 +1173,80 @@ test_mesh_table(void **state)
     fx_done(&f);
 }
 
+/* Dedup keys written with a message: in the same transaction, and a key
+   already there fails the whole request (no message, no queue entry). */
+static int
+qn_cb(void *arg, const struct store_qentry *e)
+{
+    (void)e;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void
+test_msg_dedup_keys(void **state)
+{
+    struct fx f;
+    struct tmsg t, t2;
+    struct kvcol c;
+    struct store_mesh_write w[2] = {
+        {STORE_MESH_NEW, "xd/k1", 5, "e1", 2},
+        {STORE_MESH_NEW, "xd/k2", 5, "e2", 2},
+    };
+    struct store_mesh_write bad = {STORE_MESH_PUT, "xd/k3", 5, "e3", 2};
+    int n = 0;
+
+    (void)state;
+    fx_init(&f);
+    assert_int_equal(fx_open(&f, NULL), 0);
+    tmsg_init(&f, &t, 1000, 1700000000);
+    t.m.mesh_new = w;
+    t.m.nmesh_new = 2;
+    assert_int_equal(SYNC(&f, store_msg_accept(f.st, &t.m, DONE)), 0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_mesh_each(f.st, "xd/", 3, kvcol_cb, &c), 0);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.vals[1], "e2");
+    assert_int_equal(store_queue_list(f.st, qn_cb, &n), 0);
+    assert_int_equal(n, 3);
+
+    /* The same message again (a retry): one key exists, nothing new. */
+    tmsg_init(&f, &t2, 500, 1700000001);
+    w[0].key = "xd/k9"; /* new */
+    t2.m.mesh_new = w;
+    t2.m.nmesh_new = 2; /* xd/k2 exists */
+    assert_int_equal(SYNC(&f, store_msg_accept(f.st, &t2.m, DONE)),
+                     RM_E_EXISTS);
+    n = 0;
+    assert_int_equal(store_queue_list(f.st, qn_cb, &n), 0);
+    assert_int_equal(n, 3);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_mesh_get(f.st, "xd/k9", 5, kvcol_cb, &c),
+                     RM_E_NOTFOUND);
+    {
+        struct rd r = {0};
+
+        buf_init(&r.b, 1 << 20);
+        assert_int_equal(store_msg_read(f.st, t2.m.qid, rd_cb, &r),
+                         RM_E_NOTFOUND);
+        buf_cleanup(&r.b);
+    }
+
+    /* Without the existing key it goes through. */
+    t2.m.nmesh_new = 1;
+    assert_int_equal(SYNC(&f, store_msg_accept(f.st, &t2.m, DONE)), 0);
+    assert_int_equal(store_mesh_get(f.st, "xd/k9", 5, kvcol_cb, &c), 0);
+
+    /* Only STORE_MESH_NEW is allowed, with a key. */
+    t2.m.mesh_new = &bad;
+    assert_int_equal(store_msg_accept(f.st, &t2.m, done_cb, NULL), RM_E_INVAL);
+    t2.m.mesh_new = NULL;
+    assert_int_equal(store_msg_accept(f.st, &t2.m, done_cb, NULL), RM_E_INVAL);
+    tmsg_free(&t);
+    tmsg_free(&t2);
+    fx_done(&f);
+}
+
 /* ---- group commit ---------------------------------------------------- */
 
 struct ord {
@@ -1555,6 +1629,7 @@ main(void)
         cmocka_unit_test(test_queue_results),
         cmocka_unit_test(test_users),
         cmocka_unit_test(test_mesh_table),
+        cmocka_unit_test(test_msg_dedup_keys),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_close_pending),
         cmocka_unit_test(test_map_growth),
