@@ -34,6 +34,10 @@
 #define MP_CHUNK 8192 /* arena chunk */
 #define MP_BLOCK 4096 /* decoded octets handed to a sink at once */
 #define MP_CONV_OUT 4096
+/* Header text decoded for a field of max octets reads at most this much
+   of its raw value: max * MP_TEXT_RAW + MP_TEXT_RAW_MIN. */
+#define MP_TEXT_RAW 16
+#define MP_TEXT_RAW_MIN 65536
 
 #define MP_REPL "\xEF\xBF\xBD" /* U+FFFD */
 
@@ -487,21 +491,24 @@ mp_emit_run(struct mp_emit *e, const unsigned char *p, size_t n)
     return mp_emit_out(e, p, n);
 }
 
-static int
-mp_b64_val(unsigned char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+')
-        return 62;
-    if (ch == '/')
-        return 63;
-    return -1;
-}
+/* RFC 2045 §6.8 Table 1: the value of each alphabet character, -1
+   for every other octet. */
+static const signed char mp_b64_tab[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, 62, -1, -1, -1, 63, 52, 53, 54, 55, 56, 57, 58, 59, 60,
+    61, -1, -1, -1, -1, -1, -1, -1, 0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+    11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1,
+    -1, -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42,
+    43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
 
 /* The octets a quantum of q (2 or 3) characters carries, when it ends
    early (padding or the end of the data). */
@@ -526,18 +533,41 @@ mp_dec_b64(const unsigned char *p, size_t n, struct mp_emit *e)
 {
     uint32_t acc = 0;
     int q = 0;
+    size_t i = 0;
 
-    for (size_t i = 0; i < n; i++) {
+    while (i < n) {
         int v;
 
+        /* Whole quanta of alphabet characters (all of a line but its
+           end), straight into the block. */
+        while (q == 0 && i + 4 <= n) {
+            int a = mp_b64_tab[p[i]], b = mp_b64_tab[p[i + 1]];
+            int c = mp_b64_tab[p[i + 2]], d = mp_b64_tab[p[i + 3]];
+            uint32_t w;
+
+            if ((a | b | c | d) < 0)
+                break;
+            /* Never full after this quantum: mp_emit_byte() needs room. */
+            if (e->bn + 3 >= sizeof(e->blk) && mp_emit_flush(e))
+                return;
+            w = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 |
+                (uint32_t)d;
+            e->blk[e->bn++] = (unsigned char)(w >> 16);
+            e->blk[e->bn++] = (unsigned char)(w >> 8);
+            e->blk[e->bn++] = (unsigned char)w;
+            i += 4;
+        }
+        if (i == n)
+            break;
         if (p[i] == '=') {
             if (mp_b64_tail(e, acc, q))
                 return;
             acc = 0;
             q = 0;
+            i++;
             continue;
         }
-        v = mp_b64_val(p[i]);
+        v = mp_b64_tab[p[i++]];
         if (v < 0)
             continue;
         acc = acc << 6 | (uint32_t)v;
@@ -925,6 +955,10 @@ mp_decode_text(const unsigned char *s, size_t n, int latin1, size_t max,
     int prev_ew = 0, rc = 0;
 
     buf_init(&pend, MP_BIG);
+    /* Encoded-words that decode to nothing (NUL) would not fill out:
+       the raw text read is bounded as well. */
+    if (n > max * MP_TEXT_RAW + MP_TEXT_RAW_MIN)
+        n = max * MP_TEXT_RAW + MP_TEXT_RAW_MIN;
     while (i < n && rc == 0 && out->len <= max) {
         struct mp_ew ew;
         size_t j;
@@ -984,7 +1018,8 @@ mp_decode_text(const unsigned char *s, size_t n, int latin1, size_t max,
 static int
 mp_is_special(unsigned char ch)
 {
-    return strchr("()<>[]:;@\\,\"", ch) != NULL;
+    /* strchr() finds the terminating NUL too: NUL is no special. */
+    return ch != 0 && strchr("()<>[]:;@\\,\"", ch) != NULL;
 }
 
 static int
@@ -1213,7 +1248,7 @@ mp_addr_list(struct mp_alist *l, const unsigned char *s, size_t n)
         } else if (ch == ')' || ch == '\\') {
             i++;
         } else {
-            for (j = i; j < n && !mp_is_space(s[j]) && !mp_is_special(s[j]);
+            for (j = i + 1; j < n && !mp_is_space(s[j]) && !mp_is_special(s[j]);
                  j++)
                 ;
             mb->tokens++;
@@ -2120,7 +2155,9 @@ mime_parse_att_decode(const struct mime_parse_msg *m, unsigned index,
     struct mp_emit *e;
     int rc;
 
-    if (m == NULL || index >= m->n_atts || sink == NULL)
+    if (sink == NULL)
+        return RM_E_INVAL;
+    if (m == NULL || index >= m->n_atts)
         return RM_E_NOTFOUND;
     a = &m->atts[index];
     if (max == 0 || offset >= a->size)

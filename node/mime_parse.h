@@ -21,7 +21,11 @@
  *   unix seconds UTC; 0 when absent or unparsable.
  * - Message-ID: the first "<...>" as written (else the trimmed value);
  *   "" past MIME_PARSE_MSGID_MAX.
- * - The header block: where it lies in the input (hdr_off, hdr_len).
+ * - The header block: where it lies in the input (hdr_off, hdr_len; an
+ *   mbox "From " line before it, RFC 4155, is skipped). It ends at the
+ *   empty line, or at the first line that is neither a field nor a
+ *   continuation (then the body starts there); no field at all is
+ *   MIME_PARSE_F_NO_HEADERS and the whole input is the body.
  * - The body text: the first text/plain leaf that is not an attachment
  *   (multiparts walked depth first, so multipart/alternative gives
  *   its text/plain), else the first such text/html leaf (MIME_PARSE_F_HTML);
@@ -166,7 +170,8 @@ typedef int (*mime_parse_sink_fn)(void *arg, const void *data, size_t len);
  * Decode attachment `index` and give the sink the decoded octets
  * [offset, offset + max) (fewer at the end; none when offset >= size),
  * in pieces of at most 4 KiB. Returns 0; RM_E_NOTFOUND when index >=
- * n_atts; or the sink's non-zero value. Needs the input (see `in`).
+ * n_atts; RM_E_INVAL for a NULL sink; -ENOMEM; or the sink's non-zero
+ * value (the sink is then not called again). Needs the input (see `in`).
  * The data are decoded from the start each time: serving a range costs
  * the octets before it too.
  */
