@@ -1207,6 +1207,10 @@ mr_sess_done(struct mesh_repl *r, struct mr_sess *s)
     for (size_t i = 0; rec != NULL && i < nh; i++) {
         if (mr_load(r, have[i].key, rec) != 0)
             continue;
+        /* A replica's version only matters to the origin when it says
+           more than the origin's would: a claim or a tombstone. */
+        if (!own && !rec->tomb && !rec->has_owner)
+            continue;
         buf_truncate(&body, 0);
         if (!rec->tomb) {
             /* The origin sends the message from its queue; a replica
@@ -1690,6 +1694,26 @@ mesh_repl_tick(struct mesh_repl *r)
     }
 }
 
+struct mr_count {
+    uint64_t n, tomb;
+    struct mrepl_rec *rec;
+};
+
+static int
+mr_count_cb(void *arg, const void *key, size_t klen, const void *val,
+            size_t vlen)
+{
+    struct mr_count *c = arg;
+
+    (void)key;
+    (void)klen;
+    if (mrepl_rec_decode(val, vlen, c->rec) == 0) {
+        c->n++;
+        c->tomb += c->rec->tomb != 0;
+    }
+    return 0;
+}
+
 void
 mesh_repl_status_enc(struct mesh_repl *r, struct ctl_enc *e)
 {
@@ -1700,9 +1724,15 @@ mesh_repl_status_enc(struct mesh_repl *r, struct ctl_enc *e)
         ctl_enc_nil(e);
         return;
     }
+    struct mr_count tally = {0, 0, NULL};
     for (unsigned i = 0; i < r->npeers; i++)
         n++;
-    ctl_enc_map(e, 8);
+    if ((tally.rec = malloc(sizeof(*tally.rec))) != NULL)
+        store_mesh_each(r->n->store, "rp/", MR_KEY_PFX, mr_count_cb, &tally);
+    free(tally.rec);
+    ctl_enc_map(e, 10);
+    ctl_enc_ku64(e, "records", tally.n);
+    ctl_enc_ku64(e, "tombstones", tally.tomb);
     ctl_enc_ku64(e, "sent", r->puts_out);
     ctl_enc_ku64(e, "acks", r->acks_in);
     ctl_enc_ku64(e, "takeovers", r->takeovers);
