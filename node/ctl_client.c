@@ -1667,7 +1667,35 @@ ctl_do_mesh_peers(struct ctl_cli *cli, int status)
         printf("refused     %" PRIu64 " connections (not members, removed, "
                "expired or bad tokens)\n",
                ctl_u64(m, "refused"));
-        printf("invites     %" PRIu64 " pending\n\n", ctl_u64(m, "invites"));
+        printf("invites     %" PRIu64 " pending\n", ctl_u64(m, "invites"));
+        {
+            const struct ctl_obj *rp = ctl_obj_get(m, "replication");
+            const struct ctl_obj *lag = ctl_obj_get(rp, "lag");
+            printf("replicas    %" PRIu64 " records held (%" PRIu64
+                   " tombstones); %" PRIu64 " copies sent, %" PRIu64
+                   " acknowledged; %" PRIu64 " taken over, %" PRIu64
+                   " stood down\n",
+                   ctl_u64(rp, "records"), ctl_u64(rp, "tombstones"),
+                   ctl_u64(rp, "sent"), ctl_u64(rp, "acks"),
+                   ctl_u64(rp, "takeovers"), ctl_u64(rp, "stood_down"));
+            printf("repair      %" PRIu64 " anti-entropy sessions, %" PRIu64
+                   " bytes, %" PRIu64 " entries repaired\n",
+                   ctl_u64(rp, "antientropy_sessions"),
+                   ctl_u64(rp, "antientropy_bytes"),
+                   ctl_u64(rp, "antientropy_repaired"));
+            for (size_t i = 0; i < ctl_obj_len(lag); i++) {
+                const struct ctl_obj *q = ctl_obj_at(lag, i);
+                char peer[64];
+                int synced = 0;
+                ctl_field(q, "peer", peer, sizeof(peer));
+                ctl_obj_bool(ctl_obj_get(q, "synced"), &synced);
+                printf("lag         %s: %" PRIu64 " unacknowledged, oldest "
+                       "%" PRIu64 " ms%s\n",
+                       peer, ctl_u64(q, "unacked"), ctl_u64(q, "oldest_ms"),
+                       synced ? "" : " (not reconciled since start)");
+            }
+            printf("\n");
+        }
     } else {
         ctl_obj_bool(ctl_obj_get(d, "member"), &member);
         if (!member) {

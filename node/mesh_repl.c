@@ -787,17 +787,44 @@ mr_replica_saved(struct mr_op *op, int status)
 }
 
 /* Our queue entries for qid are another node's now. */
+struct mr_drop {
+    struct mesh_repl *r;
+    char qid[STORE_QID_LEN + 1];
+    char why[48];
+};
+
+static void
+mr_drop_done(void *arg, int status)
+{
+    struct mr_drop *d = arg;
+    struct mesh *m = d->r->m;
+
+    if (status == 0) {
+        d->r->stood_down++;
+        log_warn("event=repl.stand_down qid=%s why=\"%s\"", d->qid, d->why);
+    }
+    free(d);
+    mesh__release(m);
+}
+
 static void
 mr_drop_queue(struct mesh_repl *r, const char *qid, const char *why)
 {
+    struct mr_drop *d = calloc(1, sizeof(*d));
     struct store_qkey k;
 
-    memcpy(k.qid, qid, sizeof(k.qid));
+    if (d == NULL)
+        return;
+    d->r = r;
+    snprintf(d->qid, sizeof(d->qid), "%s", qid);
+    snprintf(d->why, sizeof(d->why), "%s", why);
+    memcpy(k.qid, d->qid, sizeof(k.qid));
     k.rcpt = UINT32_MAX;
-    if (store_queue_delete(r->n->store, &k, NULL, NULL) == 0) {
-        r->stood_down++;
-        log_warn("event=repl.stand_down qid=%s why=\"%s\"", qid, why);
+    if (store_queue_delete(r->n->store, &k, mr_drop_done, d) != 0) {
+        free(d);
+        return;
     }
+    mesh__hold(r->m);
 }
 
 struct mr_rt {
