@@ -1216,6 +1216,9 @@ mr_peer_synced(struct mesh_repl *r, const uint8_t peer[MREPL_PK])
     }
 }
 
+static void mr_send_sum(struct mesh_repl *r, uint64_t link,
+                        const struct mrepl_sum *s);
+
 /* The session is over: send the peer the versions it lacks. */
 static void
 mr_sess_done(struct mesh_repl *r, struct mr_sess *s)
@@ -1259,8 +1262,17 @@ mr_sess_done(struct mesh_repl *r, struct mr_sess *s)
              "wanted=%zu rounds=%u bytes=%" PRIu64 " ms=%" PRIu64,
              name, own, nh, nn, recon_rounds(&s->rc), s->bytes,
              uv_now(r->n->loop) - s->started_ms);
-    if (own)
+    if (own && nn == 0)
         mr_peer_synced(r, s->peer);
+    else if (!own) {
+        /* After our versions, on the same link: the origin takes this as
+           "you have all I had to say" (see mr_on_sum). */
+        struct mrepl_sum sum;
+        if (mr_set(r, s->origin, s->peer, NULL, &sum) == 0) {
+            sum.want = 0;
+            mr_send_sum(r, s->link, &sum);
+        }
+    }
     buf_cleanup(&body);
     free(rec);
     mr_sess_free(r, s);
@@ -1315,6 +1327,31 @@ mr_send_sum(struct mesh_repl *r, uint64_t link, const struct mrepl_sum *s)
 }
 
 static void
+mr_barrier_done(struct mr_op *op, int status)
+{
+    (void)status;
+    mr_peer_synced(op->r, op->peer);
+}
+
+static void
+mr_barrier(struct mesh_repl *r, const uint8_t peer[MREPL_PK])
+{
+    static const char key[] = "rs/barrier";
+    struct store_mesh_write w = {STORE_MESH_DEL, key, sizeof(key) - 1, NULL, 0};
+    struct mr_op *op = mr_op_new(r);
+
+    if (op == NULL)
+        return;
+    memcpy(op->peer, peer, MREPL_PK);
+    op->done = mr_barrier_done;
+    if (store_mesh_apply(r->n->store, &w, 1, mr_op_cb, op) != 0) {
+        mr_op_free(op);
+        return;
+    }
+    mesh__hold(r->m);
+}
+
+static void
 mr_on_sum(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK],
           const msgpack_object *body)
 {
@@ -1328,9 +1365,13 @@ mr_on_sum(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK],
     }
     r->ae_bytes += 64;
     if (mr_is_self(r, in.origin)) {
-        /* The answer to ours: equal. */
+        /* The answer to ours: equal, or everything the peer had to tell
+           us has come before it on this link. Its effects (claims
+           recorded, queue entries removed) are store writes already
+           submitted: a barrier after them, and only then may outbound
+           take the entries. */
         if (!in.want)
-            mr_peer_synced(r, peer);
+            mr_barrier(r, peer);
         return;
     }
     if (memcmp(in.origin, peer, MREPL_PK) != 0)
@@ -1757,7 +1798,8 @@ mesh_repl_status_enc(struct mesh_repl *r, struct ctl_enc *e)
     if ((tally.rec = malloc(sizeof(*tally.rec))) != NULL)
         store_mesh_each(r->n->store, "rp/", MR_KEY_PFX, mr_count_cb, &tally);
     free(tally.rec);
-    ctl_enc_map(e, 10);
+    ctl_enc_map(e, 11);
+    ctl_enc_ku64(e, "antientropy_rounds", r->ae_rounds);
     ctl_enc_ku64(e, "records", tally.n);
     ctl_enc_ku64(e, "tombstones", tally.tomb);
     ctl_enc_ku64(e, "sent", r->puts_out);
@@ -1828,7 +1870,8 @@ mesh_repl_owns_key(const void *key, size_t klen)
 {
     return klen > 3 &&
            (memcmp(key, "rp/", 3) == 0 || memcmp(key, "rb/", 3) == 0 ||
-            memcmp(key, "rt/", 3) == 0 || memcmp(key, "ra/", 3) == 0);
+            memcmp(key, "rs/", 3) == 0 || memcmp(key, "rt/", 3) == 0 ||
+            memcmp(key, "ra/", 3) == 0);
 }
 
 int
