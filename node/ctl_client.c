@@ -1185,10 +1185,10 @@ static int
 ctl_do_queue_list(struct ctl_cli *cli)
 {
     static const struct ctl_col cols[] = {
-        {"ID", 0, 0},         {"N", 0, 1},          {"STATE", 0, 0},
-        {"AGE", 0, 1},        {"ROUTE", 0, 0},      {"TRIES", 0, 1},
-        {"NEXT TRY", 0, 0},   {"SIZE", 0, 1},       {"SENDER", 28, 0},
-        {"RECIPIENT", 28, 0}, {"LAST ERROR", 40, 0}};
+        {"ID", 0, 0},         {"N", 0, 1},           {"STATE", 0, 0},
+        {"AGE", 0, 1},        {"ROUTE", 0, 0},       {"TRIES", 0, 1},
+        {"NEXT TRY", 0, 0},   {"SIZE", 0, 1},        {"SENDER", 28, 0},
+        {"RECIPIENT", 28, 0}, {"LAST ERROR", 40, 0}, {"REPLICAS", 40, 0}};
     struct ctl_answer a;
     struct ctl_table t;
     struct ctl_enc e;
@@ -1233,15 +1233,24 @@ ctl_do_queue_list(struct ctl_cli *cli)
         ctl_answer_free(&a);
         return 0;
     }
-    ctl_table_init(&t, cols, 11);
+    /* The replicas column only in a mesh that replicates. */
+    size_t ncols = 11;
+    for (size_t i = 0; i < n; i++) {
+        char reps[8];
+        ctl_field(ctl_obj_at(d, i), "replicas", reps, sizeof(reps));
+        if (reps[0] != '\0')
+            ncols = 12;
+    }
+    ctl_table_init(&t, cols, ncols);
     for (size_t i = 0; i < n; i++) {
         static const char *const states[] = {"queued", "hold", "deferred",
                                              "delivered", "bounced"};
         const struct ctl_obj *q = ctl_obj_at(d, i);
         char id[32], rc[16], state[16], age[32], route[16], tries[16];
         char next[40], size[32], from[600], to[600], err[600];
-        const char *row[11] = {id,   rc,   state, age, route, tries,
-                               next, size, from,  to,  err};
+        char reps[600], owner[80], repl[700];
+        const char *row[12] = {id,   rc,   state, age, route, tries,
+                               next, size, from,  to,  err,   repl};
         int64_t arrival = ctl_i64(q, "arrival");
         ctl_field(q, "id", id, sizeof(id));
         snprintf(rc, sizeof(rc), "%" PRIu64, ctl_u64(q, "rcpt"));
@@ -1261,6 +1270,12 @@ ctl_do_queue_list(struct ctl_cli *cli)
         ctl_field(q, "recipient", to, sizeof(to));
         ctl_field(q, "last_error", err, sizeof(err));
         ctl_oneline(err);
+        ctl_field(q, "replicas", reps, sizeof(reps));
+        ctl_field(q, "owner", owner, sizeof(owner));
+        if (reps[0] != '\0')
+            snprintf(repl, sizeof(repl), "%s (owner %s)", reps, owner);
+        else
+            snprintf(repl, sizeof(repl), "-");
         for (size_t s = 0; s < 5; s++)
             nstate[s] += strcmp(state, states[s]) == 0;
         if (ctl_table_add(&t, row) != 0) {
@@ -1325,6 +1340,13 @@ ctl_do_queue_show(struct ctl_cli *cli, const char *id)
     free(s);
     s = ctl_text(d, "subject");
     printf("subject     %s\n", s);
+    {
+        char *reps = ctl_text(d, "replicas"), *owner = ctl_text(d, "owner");
+        if (reps[0] != '\0')
+            printf("replicas    %s (owner %s)\n", reps, owner);
+        free(reps);
+        free(owner);
+    }
     free(s);
     {
         char *body = ctl_text(d, "body"), *ret = ctl_text(d, "ret"),
@@ -1645,7 +1667,35 @@ ctl_do_mesh_peers(struct ctl_cli *cli, int status)
         printf("refused     %" PRIu64 " connections (not members, removed, "
                "expired or bad tokens)\n",
                ctl_u64(m, "refused"));
-        printf("invites     %" PRIu64 " pending\n\n", ctl_u64(m, "invites"));
+        printf("invites     %" PRIu64 " pending\n", ctl_u64(m, "invites"));
+        {
+            const struct ctl_obj *rp = ctl_obj_get(m, "replication");
+            const struct ctl_obj *lag = ctl_obj_get(rp, "lag");
+            printf("replicas    %" PRIu64 " records held (%" PRIu64
+                   " tombstones); %" PRIu64 " copies sent, %" PRIu64
+                   " acknowledged; %" PRIu64 " taken over, %" PRIu64
+                   " stood down\n",
+                   ctl_u64(rp, "records"), ctl_u64(rp, "tombstones"),
+                   ctl_u64(rp, "sent"), ctl_u64(rp, "acks"),
+                   ctl_u64(rp, "takeovers"), ctl_u64(rp, "stood_down"));
+            printf("repair      %" PRIu64 " anti-entropy sessions, %" PRIu64
+                   " bytes, %" PRIu64 " entries repaired\n",
+                   ctl_u64(rp, "antientropy_sessions"),
+                   ctl_u64(rp, "antientropy_bytes"),
+                   ctl_u64(rp, "antientropy_repaired"));
+            for (size_t i = 0; i < ctl_obj_len(lag); i++) {
+                const struct ctl_obj *q = ctl_obj_at(lag, i);
+                char peer[64];
+                int synced = 0;
+                ctl_field(q, "peer", peer, sizeof(peer));
+                ctl_obj_bool(ctl_obj_get(q, "synced"), &synced);
+                printf("lag         %s: %" PRIu64 " unacknowledged, oldest "
+                       "%" PRIu64 " ms%s\n",
+                       peer, ctl_u64(q, "unacked"), ctl_u64(q, "oldest_ms"),
+                       synced ? "" : " (not reconciled since start)");
+            }
+            printf("\n");
+        }
     } else {
         ctl_obj_bool(ctl_obj_get(d, "member"), &member);
         if (!member) {

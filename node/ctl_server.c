@@ -30,6 +30,7 @@
 #include "node/ctl_codec.h"
 #include "node/auth_cache.h"
 #include "node/mesh.h"
+#include "node/mesh_repl.h"
 #include "node/node.h"
 #include "node/outbound.h"
 #include "node/smtp_session.h"
@@ -429,6 +430,11 @@ struct ctl_list {
     int route;          /* -1 = any */
     char domain[256];   /* recipient domain, any case; "" = any */
     int64_t arrived_by; /* arrival <= this; INT64_MAX = any */
+    struct mesh *mesh;  /* queue.list: for replica records */
+    /* queue.list: the replica record of the last queue id seen */
+    char repl_qid[STORE_QID_LEN + 1];
+    char replicas[512];
+    char owner[80];
 };
 
 static int
@@ -666,9 +672,19 @@ ctl_queue_item(void *arg, const struct store_qentry *q)
         if (at == NULL || strcasecmp(at + 1, l->domain) != 0)
             return 0;
     }
-    ctl_enc_map(e, 11);
+    if (strcmp(l->repl_qid, q->key.qid) != 0) {
+        snprintf(l->repl_qid, sizeof(l->repl_qid), "%s", q->key.qid);
+        if (q->route != STORE_ROUTE_REMOTE ||
+            !mesh_repl_describe(l->mesh, q->key.qid, l->replicas,
+                                sizeof(l->replicas), l->owner,
+                                sizeof(l->owner)))
+            l->replicas[0] = l->owner[0] = '\0';
+    }
+    ctl_enc_map(e, 13);
     ctl_enc_kstr(e, "id", q->key.qid);
     ctl_enc_ku64(e, "rcpt", q->key.rcpt);
+    ctl_enc_kstr(e, "replicas", l->replicas);
+    ctl_enc_kstr(e, "owner", l->owner);
     ctl_enc_kstr(e, "recipient", q->addr);
     ctl_enc_kstr(e, "sender", q->mail_from);
     ctl_enc_kstr(e, "state", store_qstate_name(q->state));
@@ -729,6 +745,7 @@ ctl_cmd_queue_list(struct ctl_conn *c, const struct ctl_obj *args,
     memset(&l, 0, sizeof(l));
     l.state = l.route = -1;
     l.arrived_by = INT64_MAX;
+    l.mesh = c->srv->n->mesh;
     if ((r = ctl_queue_filters(c, args, &l)) != 0)
         return r;
     r = ctl_obj_get_str(args, "state", state, sizeof(state));
@@ -792,6 +809,7 @@ struct ctl_show {
     struct ctl_show_rcpt *r;
     size_t n, cap;
     int err;
+    struct mesh *mesh; /* for the replica record */
 };
 
 static int
@@ -830,6 +848,11 @@ ctl_show_item(void *arg, const struct store_qentry *q)
     e = &s->r[s->n].enc;
     ctl_enc_init(e, 0);
     if (s->n == 0) {
+        char reps[512] = "", owner[80] = "";
+        mesh_repl_describe(s->mesh, q->key.qid, reps, sizeof(reps), owner,
+                           sizeof(owner));
+        ctl_enc_kstr(&s->head, "replicas", reps);
+        ctl_enc_kstr(&s->head, "owner", owner);
         ctl_enc_kstr(&s->head, "id", q->key.qid);
         ctl_enc_kstr(&s->head, "sender", q->mail_from);
         ctl_enc_ki64(&s->head, "arrival", q->arrival);
@@ -873,7 +896,7 @@ ctl_show_finish(struct ctl_conn *c, struct ctl_show *s, const char *qid,
     int r = 0;
 
     ctl_enc_ok(e);
-    ctl_enc_map(e, 11);
+    ctl_enc_map(e, 13);
     ctl_enc_append(e, &s->head);
     ctl_enc_str(e, "recipients");
     ctl_enc_array(e, s->n);
@@ -907,6 +930,7 @@ ctl_cmd_queue_show(struct ctl_conn *c, const struct ctl_obj *args,
     if ((r = ctl_need_store(c)) != 0 || (r = ctl_arg_qkey(c, args, &key)))
         return r;
     memset(&s, 0, sizeof(s));
+    s.mesh = c->srv->n->mesh;
     ctl_enc_init(&s.head, 0);
     r = store_queue_get(c->srv->n->store, key.qid, ctl_show_item, &s);
     if (r == 0 && s.err != 0)

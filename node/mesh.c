@@ -44,6 +44,7 @@
 #include "node/mesh.h"
 #include "node/mesh_conn.h"
 #include "node/mesh_int.h"
+#include "node/mesh_repl.h"
 #include "node/mesh_xfer.h"
 #include "node/node.h"
 
@@ -190,6 +191,7 @@ struct mesh {
     uint64_t next_rand;
     uint64_t link_ids;
     struct mesh_xfer *xfer; /* mail between members (mesh_xfer.c) */
+    struct mesh_repl *repl; /* queue replication (mesh_repl.c) */
 };
 
 static void mesh_link_established(struct mesh_conn *c);
@@ -1439,6 +1441,8 @@ mesh_link_established(struct mesh_conn *c)
         /* Mail held for its domains can go now, not at its next try. */
         if (p->rec != NULL && p->rec->n_domains > 0 && m->n->queue != NULL)
             node_queue_mesh_ready(m->n->queue);
+        if (m->repl != NULL)
+            mesh_repl_link_up(m->repl, l->id, p->pk);
         break;
     case LINK_IN:
         log_info("event=mesh.connected peer=%s peer_addr=%s direction=in",
@@ -1869,6 +1873,10 @@ mesh_link_frame(struct mesh_conn *c, const struct frame_msg *fm)
              mesh_xfer_frame(m->xfer, l->id, l->p->name, fm->type, fm->type_len,
                              fm->body) != 0)
         ; /* mail */
+    else if (fm->type_is_str && m->repl != NULL &&
+             mesh_repl_frame(m->repl, l->id, l->p->pk, fm->type, fm->type_len,
+                             fm->body) != 0)
+        ; /* replication */
     else
         log_debug("event=mesh.frame_ignored peer=%s type=%.*s", l->p->name,
                   (int)fm->type_len, fm->type_is_str ? fm->type : "?");
@@ -1989,6 +1997,8 @@ mesh_house_cb(uv_timer_t *t)
         return;
     if (m->xfer != NULL)
         mesh_xfer_tick(m->xfer);
+    if (m->repl != NULL)
+        mesh_repl_tick(m->repl);
     if (m->join.cb != NULL && !m->member && now >= m->join_deadline)
         mesh_join_finish(m, RM_E_AGAIN, "%s",
                          m->join_err[0] ? m->join_err
@@ -2756,7 +2766,9 @@ mesh_status_enc(struct mesh *m, struct ctl_enc *e)
             cnt[p->revoked ? 4 : (unsigned)p->state]++;
     if (m->member)
         mesh_hex(m->mesh_id, MREC_MESHID, id);
-    ctl_enc_map(e, 15);
+    ctl_enc_map(e, 16);
+    ctl_enc_str(e, "replication");
+    mesh_repl_status_enc(m->repl, e);
     ctl_enc_kbool(e, "member", m->member);
     ctl_enc_ku64(e, "health", m->swim ? swim_awareness(m->swim) : 0);
     ctl_enc_kstr(e, "mesh", id);
@@ -2901,6 +2913,8 @@ mesh_load_cb(void *arg, const void *key, size_t klen, const void *val,
         }
     } else if (klen > 3 && memcmp(key, MESH_XFER_DEDUP_PREFIX, 3) == 0) {
         /* mesh_xfer.c's dedup records: not membership state */
+    } else if (klen > 3 && mesh_repl_owns_key(key, klen)) {
+        /* mesh_repl.c's replica table */
     } else {
         log_warn("event=mesh.load_unknown_key len=%zu", klen);
     }
@@ -2995,6 +3009,10 @@ mesh_new(struct node *n, struct mesh **out, char *err, size_t errsz)
         snprintf(err, errsz, "cannot start mail transfer: %s", rm_strerror(r));
         return r;
     }
+    if ((r = mesh_repl_new(m, &m->repl)) != 0) {
+        snprintf(err, errsz, "cannot start replication: %s", rm_strerror(r));
+        return r;
+    }
     uv_timer_start(&m->house_timer, mesh_house_cb, 1000, 1000);
     m->next_pp = uv_now(m->loop) + m->pp_interval_ms;
     if (m->member) {
@@ -3033,6 +3051,7 @@ mesh_maybe_free(struct mesh *m)
     if (m->swim)
         swim_free(m->swim);
     mesh_xfer_free(m->xfer);
+    mesh_repl_free(m->repl);
     sodium_free(m->x_sk);
     buf_cleanup(&m->self_rec_raw);
     free(m);
@@ -3064,6 +3083,8 @@ mesh_close(struct mesh *m)
     ctl_enc_cleanup(&e);
     if (m->xfer != NULL)
         mesh_xfer_stop(m->xfer);
+    if (m->repl != NULL)
+        mesh_repl_stop(m->repl);
     for (struct mesh_link *l = m->links; l; l = l->next) {
         l->p = NULL;
         if (l->c != NULL)
@@ -3211,4 +3232,44 @@ mesh__release(struct mesh *m)
 {
     m->store_pending--;
     mesh_maybe_free(m);
+}
+
+struct mesh_repl *
+mesh__repl(struct mesh *m)
+{
+    return m != NULL ? m->repl : NULL;
+}
+
+int
+mesh__member_state(struct mesh *m, const uint8_t pk[32], int64_t *since_ms)
+{
+    struct mesh_peer *p = mesh_peer_by_pk(m, pk);
+
+    if (p == NULL || !p->in_swim)
+        return -1;
+    if (since_ms != NULL)
+        *since_ms = p->state_since_ms;
+    return p->revoked ? SWIM_LEFT : (int)p->state;
+}
+
+unsigned
+mesh__live_members(struct mesh *m, uint8_t (*out)[32], unsigned max)
+{
+    unsigned n = 0;
+
+    if (!m->member)
+        return 0;
+    for (struct mesh_peer *p = m->peers; p && n < max; p = p->next) {
+        if (mesh_is_self(m, p->pk) || p->revoked || !p->in_swim ||
+            (p->state != SWIM_ALIVE && p->state != SWIM_SUSPECT))
+            continue;
+        memcpy(out[n++], p->pk, 32);
+    }
+    return n;
+}
+
+int
+mesh__is_member(struct mesh *m)
+{
+    return m != NULL && m->member;
 }

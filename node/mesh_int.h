@@ -36,4 +36,15 @@ void mesh__link_drop(struct mesh *m, uint64_t link, int bad);
 void mesh__hold(struct mesh *m);
 void mesh__release(struct mesh *m);
 
+/* The replication module (mesh_repl.c). */
+struct mesh_repl *mesh__repl(struct mesh *m);
+/* 1 once this node has created or joined a mesh. */
+int mesh__is_member(struct mesh *m);
+/* The SWIM state (enum swim_state) of the member with key pk and since
+ * when (unix ms) it has been in it; -1 when pk is no member we know. */
+int mesh__member_state(struct mesh *m, const uint8_t pk[32], int64_t *since_ms);
+/* The keys of the members alive or suspect now (not us, not revoked),
+ * at most max; returns how many. */
+unsigned mesh__live_members(struct mesh *m, uint8_t (*out)[32], unsigned max);
+
 #endif

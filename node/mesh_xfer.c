@@ -25,6 +25,7 @@
 #include "mesh/frame.h"
 #include "node/mesh.h"
 #include "node/mesh_int.h"
+#include "node/mesh_repl.h"
 #include "node/mesh_xfer.h"
 #include "node/node.h"
 #include "node/smtp_parse.h"
@@ -254,8 +255,13 @@ mesh_xfer_send(struct mesh *m, const uint8_t home_pk[32], const char *qid,
     o->h = ++x->next_h;
     o->b->x = o->h;
     o->b->size = len;
-    n = snprintf(o->b->id, sizeof(o->b->id), "%s/%s",
-                 mesh__node(m)->id.fingerprint, qid);
+    /* Mail a replica took over keeps the mesh id it was accepted with,
+       so that the home node's dedup records still match. */
+    if (mesh_repl_mid(m, qid, o->b->id, sizeof(o->b->id)) == 1)
+        n = (int)strlen(o->b->id);
+    else
+        n = snprintf(o->b->id, sizeof(o->b->id), "%s/%s",
+                     mesh__node(m)->id.fingerprint, qid);
     if (n < 0 || (size_t)n >= sizeof(o->b->id)) {
         mx_out_free(o);
         return RM_E_INVAL;

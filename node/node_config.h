@@ -153,6 +153,9 @@ struct node_config {
     unsigned mesh_push_pull_interval; /* seconds; 0 = the profile's */
     unsigned mesh_tombstone_lifetime; /* seconds a mesh dedup record is
                                          kept; default 14 days */
+    unsigned mesh_replicas;           /* peers holding a copy of each entry */
+    unsigned mesh_takeover_grace;     /* seconds after a node is declared dead
+                                         before a replica delivers its mail */
     /* [bridge] */
     struct node_listen bridge_listen[NODE_CONFIG_LISTEN_MAX];
     size_t nbridge_listen;        /* default 127.0.0.1:4751; 0 = none */

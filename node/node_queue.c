@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/rm_error.h"
+#include "node/mesh_repl.h"
 #include "node/node.h"
 #include "node/outbound.h"
 #include "store/store.h"
@@ -201,8 +202,11 @@ node_queue_new(struct node *n, struct node_queue **out)
 void
 node_queue_remote(struct node_queue *q, const char *qid)
 {
-    if (q != NULL && !q->closing)
-        outbound_message(q->out, qid);
+    if (q == NULL || q->closing)
+        return;
+    /* Copied to the replicas before (or while) it is tried. */
+    mesh_repl_accepted(q->n->mesh, qid);
+    outbound_message(q->out, qid);
 }
 
 void

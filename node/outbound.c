@@ -33,6 +33,7 @@
 #include "common/rm_error.h"
 #include "node/dns.h"
 #include "node/dsn.h"
+#include "node/mesh_repl.h"
 #include "node/mesh.h"
 #include "node/mesh_xfer.h"
 #include "node/node.h"
@@ -405,6 +406,10 @@ ob_take_entry(struct outbound *ob, const struct store_qentry *e)
         (e->state != STORE_Q_QUEUED && e->state != STORE_Q_DEFERRED))
         return 0;
     if (ob_active_has(ob, e->key.qid, e->key.rcpt))
+        return 0;
+    /* A returning origin waits until it knows whether a replica took the
+       entry over meanwhile (mesh_repl.h). */
+    if (!mesh_repl_may_deliver(ob->n->mesh, e->key.qid))
         return 0;
     if (ob->nactive >= OB_ACTIVE_MAX) {
         ob->backlog = 1;
@@ -815,6 +820,8 @@ ob_results_done(void *arg, int status)
             uv_timer_start(&ob->retry, ob_retry_cb, 5000, 0);
         return;
     }
+    if (status == 0 && !ob->closing)
+        mesh_repl_results(ob->n->mesh, j->res, j->nrcpts);
     if (status == 0 && j->rmsg.nrcpts > 0 && !ob->closing) {
         ob->st.reports++;
         if (j->rrcpt.route == STORE_ROUTE_LOCAL) {

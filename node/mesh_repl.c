@@ -1,0 +1,1917 @@
+/*
+ * mesh_repl.c: queue replication, anti-entropy and takeover (see
+ * mesh_repl.h for the design, mesh/mrepl.h for the wire).
+ *
+ * Mesh table keys (store_mesh_*), in LMDB key order:
+ *   "rp/" + key           the replica record (mrepl_rec_encode())
+ *   "rb/" + key + be32 i  piece i of the message (MESH_REPL_BODY_CHUNK)
+ *   "rt/" + key           taken over: the queue id it was moved to
+ *   "ra/" + qid           a taken-over queue id: key, then for each of its
+ *                         recipients the record's recipient position
+ *                         (be32), then the original mesh id
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/rm_error.h"
+#include "mesh/mrepl.h"
+#include "mesh/recon.h"
+#include "mesh/swim.h"
+#include "node/ctl_codec.h"
+#include "node/mesh.h"
+#include "node/mesh_int.h"
+#include "node/mesh_repl.h"
+#include "node/node.h"
+#include "node/node_config.h"
+#include "store/store.h"
+
+#define MR_PEERS_MAX 64
+#define MR_LAG_MAX 4096
+#define MR_SCAN_MAX 512 /* records looked at per scan for takeover */
+#define MR_KEY_PFX 3
+#define MR_TKEY (MR_KEY_PFX + MREPL_KEY_LEN) /* "rp/" + key */
+
+struct mr_asm {
+    struct mr_asm *next;
+    uint8_t key[MREPL_KEY_LEN];
+    struct mrepl_rec *rec;
+    struct buf data;
+    uint64_t link;
+};
+
+struct mr_items {
+    struct recon_item *v;
+    size_t n, cap, pos;
+};
+
+struct mr_sess {
+    struct mr_sess *next;
+    uint8_t peer[MREPL_PK];
+    uint8_t origin[MREPL_PK];
+    uint64_t link;
+    struct mr_items items;
+    struct recon rc;
+    uint64_t started_ms;
+    uint64_t bytes;
+};
+
+struct mr_peer {
+    uint8_t pk[MREPL_PK];
+    int synced;          /* a summary or reconciliation completed */
+    uint64_t next_sum_s; /* monotonic seconds */
+};
+
+struct mr_lag {
+    uint8_t peer[MREPL_PK];
+    uint8_t key[MREPL_KEY_LEN];
+    int64_t sent_ms;
+};
+
+struct mesh_repl {
+    struct mesh *m;
+    struct node *n;
+    int stopping;
+    uint64_t last_seq;
+    uint64_t start_s;
+    int gate_open;
+    struct mr_asm *asms;
+    unsigned nasm;
+    struct mr_sess *sess;
+    struct mr_peer peers[MR_PEERS_MAX];
+    unsigned npeers;
+    struct mr_lag lag[MR_LAG_MAX];
+    unsigned nlag;
+    uint8_t busy[64][MREPL_KEY_LEN]; /* records being claimed */
+    unsigned nbusy;
+    uint64_t next_scan_s;
+    struct mrepl_rec *scratch; /* decoding a frame */
+    /* counters */
+    uint64_t puts_out, bytes_out, acks_in, takeovers, stood_down;
+    uint64_t ae_sessions, ae_rounds, ae_bytes, ae_repaired;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t
+mr_mono_s(struct mesh_repl *r)
+{
+    return uv_now(r->n->loop) / 1000;
+}
+
+static int64_t
+mr_wall_ms(void)
+{
+    uv_timeval64_t tv;
+
+    uv_gettimeofday(&tv);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Seq: wall-clock microseconds, strictly increasing here, so that a
+   restarted node keeps counting upwards without storing a counter. */
+static uint64_t
+mr_seq(struct mesh_repl *r)
+{
+    uv_timeval64_t tv;
+    uint64_t now;
+
+    uv_gettimeofday(&tv);
+    now = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+    r->last_seq = now > r->last_seq ? now : r->last_seq + 1;
+    return r->last_seq;
+}
+
+static const uint8_t *
+mr_self(struct mesh_repl *r)
+{
+    return r->n->id.pk;
+}
+
+static int
+mr_is_self(struct mesh_repl *r, const uint8_t pk[MREPL_PK])
+{
+    return memcmp(pk, mr_self(r), MREPL_PK) == 0;
+}
+
+static void
+mr_tkey(char *out, const char *pfx, const uint8_t key[MREPL_KEY_LEN])
+{
+    memcpy(out, pfx, MR_KEY_PFX);
+    memcpy(out + MR_KEY_PFX, key, MREPL_KEY_LEN);
+}
+
+static void
+mr_name(struct mesh_repl *r, const uint8_t pk[MREPL_PK], char *out, size_t sz)
+{
+    if (mr_is_self(r, pk)) {
+        snprintf(out, sz, "%s", r->n->cfg->mesh_name);
+        return;
+    }
+    snprintf(out, sz, "?");
+    mesh__peer_name(r->m, pk, out, sz);
+}
+
+static struct mr_peer *
+mr_peer(struct mesh_repl *r, const uint8_t pk[MREPL_PK])
+{
+    for (unsigned i = 0; i < r->npeers; i++)
+        if (memcmp(r->peers[i].pk, pk, MREPL_PK) == 0)
+            return &r->peers[i];
+    if (r->npeers == MR_PEERS_MAX)
+        return NULL;
+    memset(&r->peers[r->npeers], 0, sizeof(r->peers[0]));
+    memcpy(r->peers[r->npeers].pk, pk, MREPL_PK);
+    return &r->peers[r->npeers++];
+}
+
+static int
+mr_busy_has(struct mesh_repl *r, const uint8_t key[MREPL_KEY_LEN])
+{
+    for (unsigned i = 0; i < r->nbusy; i++)
+        if (memcmp(r->busy[i], key, MREPL_KEY_LEN) == 0)
+            return 1;
+    return 0;
+}
+
+static void
+mr_busy_del(struct mesh_repl *r, const uint8_t key[MREPL_KEY_LEN])
+{
+    for (unsigned i = 0; i < r->nbusy; i++)
+        if (memcmp(r->busy[i], key, MREPL_KEY_LEN) == 0) {
+            memmove(r->busy[i], r->busy[r->nbusy - 1], MREPL_KEY_LEN);
+            r->nbusy--;
+            return;
+        }
+}
+
+/* ---- store access ----------------------------------------------------------
+ */
+
+struct mr_get {
+    struct mrepl_rec *rec;
+    int r;
+};
+
+static int
+mr_get_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct mr_get *g = arg;
+
+    (void)key;
+    (void)klen;
+    g->r = mrepl_rec_decode(val, vlen, g->rec);
+    return 0;
+}
+
+/* The stored record of key: 0, RM_E_NOTFOUND, RM_E_CORRUPT. */
+static int
+mr_load(struct mesh_repl *r, const uint8_t key[MREPL_KEY_LEN],
+        struct mrepl_rec *rec)
+{
+    char tk[MR_TKEY];
+    struct mr_get g = {rec, 0};
+    int rc;
+
+    mr_tkey(tk, "rp/", key);
+    rc = store_mesh_get(r->n->store, tk, sizeof(tk), mr_get_cb, &g);
+    if (rc != 0)
+        return rc;
+    return g.r == 0 ? 0 : RM_E_CORRUPT;
+}
+
+struct mr_op {
+    struct mesh_repl *r;
+    void (*done)(struct mr_op *op, int status);
+    uint8_t key[MREPL_KEY_LEN];
+    uint8_t peer[MREPL_PK];
+    uint64_t link;
+    uint64_t seq;
+    char qid[STORE_QID_LEN + 1];
+    struct mrepl_rec *rec; /* owned */
+    struct buf body;
+    /* store_msg_accept's arguments, kept until its callback */
+    struct store_msg sm;
+    struct store_rcpt *rcpts;
+    struct store_mesh_write mw[2];
+    char ra_key[3 + STORE_QID_LEN];
+    char rt_key[MR_TKEY];
+    struct buf ra_val;
+};
+
+static void
+mr_op_free(struct mr_op *op)
+{
+    if (op == NULL)
+        return;
+    free(op->rec);
+    free(op->rcpts);
+    buf_cleanup(&op->body);
+    buf_cleanup(&op->ra_val);
+    free(op);
+}
+
+static struct mr_op *
+mr_op_new(struct mesh_repl *r)
+{
+    struct mr_op *op = calloc(1, sizeof(*op));
+
+    if (op == NULL)
+        return NULL;
+    op->r = r;
+    op->rec = malloc(sizeof(*op->rec));
+    buf_init(&op->body, (size_t)MREPL_SIZE_MAX);
+    buf_init(&op->ra_val, 64 * 1024);
+    if (op->rec == NULL) {
+        mr_op_free(op);
+        return NULL;
+    }
+    return op;
+}
+
+static void
+mr_op_cb(void *arg, int status)
+{
+    struct mr_op *op = arg;
+    struct mesh *m = op->r->m;
+
+    if (op->done != NULL && !op->r->stopping)
+        op->done(op, status);
+    mr_op_free(op);
+    mesh__release(m);
+}
+
+/* Write rec (and, when given, its message in pieces; when a tombstone,
+   remove the pieces) in one transaction; op->done follows. */
+static int
+mr_save(struct mesh_repl *r, struct mr_op *op, const struct mrepl_rec *rec,
+        const void *data, size_t len, size_t old_size)
+{
+    struct store_mesh_write *w;
+    char(*keys)[MR_TKEY + 4];
+    struct buf enc;
+    size_t nch = data != NULL
+                     ? (len + MESH_REPL_BODY_CHUNK - 1) / MESH_REPL_BODY_CHUNK
+                     : 0;
+    size_t ndel =
+        rec->tomb ? (old_size + MESH_REPL_BODY_CHUNK - 1) / MESH_REPL_BODY_CHUNK
+                  : 0;
+    size_t nw = 1 + nch + ndel, k = 0;
+    uint8_t key[MREPL_KEY_LEN];
+    int rc;
+
+    w = calloc(nw, sizeof(*w));
+    keys = calloc(nw, sizeof(*keys));
+    buf_init(&enc, 1 << 20);
+    if (w == NULL || keys == NULL) {
+        free(w);
+        free(keys);
+        return -ENOMEM;
+    }
+    mrepl_key(rec->origin, rec->qid, key);
+    if ((rc = mrepl_rec_encode(&enc, rec)) != 0)
+        goto out;
+    mr_tkey(keys[0], "rp/", key);
+    w[k++] = (struct store_mesh_write){STORE_MESH_PUT, keys[0], MR_TKEY,
+                                       enc.data, enc.len};
+    for (size_t i = 0; i < nch + ndel; i++) {
+        uint32_t ci = (uint32_t)(i < nch ? i : i - nch);
+        size_t off = (size_t)ci * MESH_REPL_BODY_CHUNK;
+
+        mr_tkey(keys[k], "rb/", key);
+        keys[k][MR_TKEY] = (char)(ci >> 24);
+        keys[k][MR_TKEY + 1] = (char)(ci >> 16);
+        keys[k][MR_TKEY + 2] = (char)(ci >> 8);
+        keys[k][MR_TKEY + 3] = (char)ci;
+        if (i < nch)
+            w[k] = (struct store_mesh_write){
+                STORE_MESH_PUT, keys[k], MR_TKEY + 4, (const char *)data + off,
+                len - off < MESH_REPL_BODY_CHUNK ? len - off
+                                                 : MESH_REPL_BODY_CHUNK};
+        else
+            w[k] = (struct store_mesh_write){STORE_MESH_DEL, keys[k],
+                                             MR_TKEY + 4, NULL, 0};
+        k++;
+    }
+    rc = store_mesh_apply(r->n->store, w, k, mr_op_cb, op);
+    if (rc == 0)
+        mesh__hold(r->m);
+out:
+    buf_cleanup(&enc);
+    free(w);
+    free(keys);
+    return rc;
+}
+
+/* ---- sending --------------------------------------------------------------
+ */
+
+static uint64_t
+mr_link_to(struct mesh_repl *r, const uint8_t pk[MREPL_PK])
+{
+    return mesh__out_link(r->m, pk);
+}
+
+static void
+mr_lag_add(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
+           const uint8_t key[MREPL_KEY_LEN])
+{
+    if (r->nlag == MR_LAG_MAX) {
+        memmove(&r->lag[0], &r->lag[1], (MR_LAG_MAX - 1) * sizeof(r->lag[0]));
+        r->nlag--;
+    }
+    memcpy(r->lag[r->nlag].peer, peer, MREPL_PK);
+    memcpy(r->lag[r->nlag].key, key, MREPL_KEY_LEN);
+    r->lag[r->nlag].sent_ms = mr_wall_ms();
+    r->nlag++;
+}
+
+static void
+mr_lag_del(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
+           const uint8_t key[MREPL_KEY_LEN])
+{
+    for (unsigned i = 0; i < r->nlag; i++)
+        if (memcmp(r->lag[i].peer, peer, MREPL_PK) == 0 &&
+            memcmp(r->lag[i].key, key, MREPL_KEY_LEN) == 0) {
+            memmove(&r->lag[i], &r->lag[i + 1],
+                    (r->nlag - i - 1) * sizeof(r->lag[0]));
+            r->nlag--;
+            return;
+        }
+}
+
+/* Send rec (with the message when data is given) on link. */
+static int
+mr_send_put(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *rec,
+            const char *data, size_t len, uint64_t *bytes)
+{
+    struct buf b;
+    int rc = 0;
+
+    buf_init(&b, 2u << 20);
+    if (data == NULL || len == 0) {
+        if ((rc = mrepl_put_encode(&b, rec, 0, NULL, 0)) == 0)
+            rc = mesh__link_send(r->m, link, "rput", b.data, b.len);
+        if (rc == 0) {
+            r->bytes_out += b.len;
+            if (bytes != NULL)
+                *bytes += b.len;
+        }
+    }
+    for (size_t off = 0; data != NULL && off < len && rc == 0;) {
+        size_t n = len - off < MREPL_CHUNK_MAX ? len - off : MREPL_CHUNK_MAX;
+
+        buf_truncate(&b, 0);
+        if ((rc = mrepl_put_encode(&b, rec, off, data + off, n)) == 0)
+            rc = mesh__link_send(r->m, link, "rput", b.data, b.len);
+        if (rc == 0) {
+            r->bytes_out += b.len;
+            if (bytes != NULL)
+                *bytes += b.len;
+        }
+        off += n;
+    }
+    buf_cleanup(&b);
+    if (rc == 0)
+        r->puts_out++;
+    return rc;
+}
+
+/* Tell every node concerned with rec (its origin, replicas, owner; not
+   us) of its new version, without the message. */
+static void
+mr_flood(struct mesh_repl *r, const struct mrepl_rec *rec)
+{
+    uint8_t to[MREPL_REPLICAS_MAX + 2][MREPL_PK];
+    unsigned n = 0;
+
+    memcpy(to[n++], rec->origin, MREPL_PK);
+    for (unsigned i = 0; i < rec->nreplicas; i++)
+        memcpy(to[n++], rec->replicas[i], MREPL_PK);
+    if (rec->has_owner)
+        memcpy(to[n++], rec->owner, MREPL_PK);
+    for (unsigned i = 0; i < n; i++) {
+        int dup = mr_is_self(r, to[i]);
+        uint64_t link;
+        for (unsigned j = 0; j < i && !dup; j++)
+            dup = memcmp(to[i], to[j], MREPL_PK) == 0;
+        if (dup)
+            continue;
+        if ((link = mr_link_to(r, to[i])) != 0)
+            mr_send_put(r, link, rec, NULL, 0, NULL);
+        /* Unreachable now: anti-entropy carries it later. */
+    }
+}
+
+/* ---- origin: a new message ------------------------------------------------
+ */
+
+struct mr_collect {
+    struct mrepl_rec *rec;
+    int first;
+    int truncated;
+};
+
+static int
+mr_collect_cb(void *arg, const struct store_qentry *e)
+{
+    struct mr_collect *c = arg;
+    struct mrepl_rec *rec = c->rec;
+    struct mrepl_rcpt *rc;
+
+    if (e->route != STORE_ROUTE_REMOTE || e->state == STORE_Q_DELIVERED ||
+        e->state == STORE_Q_BOUNCED)
+        return 0;
+    if (c->first) {
+        c->first = 0;
+        snprintf(rec->mail_from, sizeof(rec->mail_from), "%s", e->mail_from);
+        snprintf(rec->envid, sizeof(rec->envid), "%s", e->envid);
+        rec->ret = (unsigned)e->ret;
+        rec->body = (unsigned)e->body_type;
+        rec->smtputf8 = e->smtputf8;
+        rec->arrival = e->arrival;
+        rec->size = e->size;
+    }
+    if (rec->nrcpts == MREPL_RCPTS_MAX) {
+        c->truncated = 1;
+        return 0;
+    }
+    rc = &rec->rcpts[rec->nrcpts++];
+    memset(rc, 0, sizeof(*rc));
+    snprintf(rc->addr, sizeof(rc->addr), "%s", e->addr);
+    snprintf(rc->orcpt, sizeof(rc->orcpt), "%s", e->orcpt);
+    rc->notify = e->notify & 0x0f;
+    rc->idx = e->key.rcpt;
+    rc->st = MREPL_R_PENDING;
+    return 0;
+}
+
+static int
+mr_read_cb(void *arg, const char *data, size_t len)
+{
+    return buf_append(arg, data, len) == 0 ? 0 : -ENOMEM;
+}
+
+static int
+mr_nop_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)arg;
+    (void)key;
+    (void)klen;
+    (void)val;
+    (void)vlen;
+    return 0;
+}
+
+static int
+mr_exists(struct mesh_repl *r, const void *key, size_t klen)
+{
+    return store_mesh_get(r->n->store, key, klen, mr_nop_cb, NULL) == 0;
+}
+
+static void
+mr_new_saved(struct mr_op *op, int status)
+{
+    struct mesh_repl *r = op->r;
+    char name[64];
+
+    if (status != 0) {
+        log_err("event=repl.save_failed qid=%s err=\"%s\"", op->qid,
+                rm_strerror(status));
+        return;
+    }
+    for (unsigned i = 0; i < op->rec->nreplicas; i++) {
+        uint64_t link = mr_link_to(r, op->rec->replicas[i]);
+        uint8_t key[MREPL_KEY_LEN];
+
+        mrepl_key(op->rec->origin, op->rec->qid, key);
+        mr_name(r, op->rec->replicas[i], name, sizeof(name));
+        if (link == 0 || mr_send_put(r, link, op->rec, op->body.data,
+                                     op->body.len, NULL) != 0) {
+            log_info("event=repl.deferred qid=%s replica=%s "
+                     "why=\"no link; anti-entropy will repair\"",
+                     op->qid, name);
+            continue;
+        }
+        mr_lag_add(r, op->rec->replicas[i], key);
+    }
+}
+
+void
+mesh_repl_accepted(struct mesh *m, const char *qid)
+{
+    struct mesh_repl *r = mesh__repl(m);
+    uint8_t cands[MR_PEERS_MAX][MREPL_PK];
+    unsigned idx[MREPL_REPLICAS_MAX], nc, nr;
+    struct mr_collect c;
+    struct mr_op *op;
+    char ak[3 + STORE_QID_LEN];
+    int rc;
+
+    if (r == NULL || r->stopping || !mesh__is_member(m) ||
+        r->n->cfg->mesh_replicas == 0)
+        return;
+    memcpy(ak, "ra/", 3);
+    memcpy(ak + 3, qid, STORE_QID_LEN);
+    if (mr_exists(r, ak, sizeof(ak)))
+        return; /* taken over: replicated under its origin's key */
+    if ((op = mr_op_new(r)) == NULL)
+        return;
+    memset(op->rec, 0, sizeof(*op->rec));
+    c.rec = op->rec;
+    c.first = 1;
+    c.truncated = 0;
+    if (store_queue_get(r->n->store, qid, mr_collect_cb, &c) != 0 ||
+        op->rec->nrcpts == 0) {
+        mr_op_free(op);
+        return;
+    }
+    if (c.truncated)
+        log_warn("event=repl.truncated qid=%s kept=%u", qid, MREPL_RCPTS_MAX);
+    memcpy(op->rec->origin, mr_self(r), MREPL_PK);
+    snprintf(op->rec->qid, sizeof(op->rec->qid), "%s", qid);
+    snprintf(op->rec->mid, sizeof(op->rec->mid), "%s/%s", r->n->id.fingerprint,
+             qid);
+    op->rec->seq = mr_seq(r);
+    nc = mesh__live_members(m, cands, MR_PEERS_MAX);
+    nr = mrepl_rendezvous(op->rec->mid, (const uint8_t(*)[MREPL_PK])cands, nc,
+                          r->n->cfg->mesh_replicas, idx);
+    for (unsigned i = 0; i < nr; i++)
+        memcpy(op->rec->replicas[i], cands[idx[i]], MREPL_PK);
+    op->rec->nreplicas = nr;
+    snprintf(op->qid, sizeof(op->qid), "%s", qid);
+    if (store_msg_read(r->n->store, qid, mr_read_cb, &op->body) != 0) {
+        mr_op_free(op);
+        return;
+    }
+    op->done = mr_new_saved;
+    /* The origin keeps the record, not a second copy of the message. */
+    rc = mr_save(r, op, op->rec, NULL, 0, 0);
+    if (rc != 0) {
+        log_err("event=repl.save_failed qid=%s err=\"%s\"", qid,
+                rm_strerror(rc));
+        mr_op_free(op);
+        return;
+    }
+    log_debug("event=repl.new qid=%s replicas=%u rcpts=%u", qid, nr,
+              op->rec->nrcpts);
+}
+
+/* ---- outcomes ---------------------------------------------------------------
+ */
+
+struct mr_alias {
+    uint8_t key[MREPL_KEY_LEN];
+    uint32_t pos[MREPL_RCPTS_MAX];
+    unsigned n;
+    char mid[MREPL_ID_MAX];
+    int found;
+};
+
+static int
+mr_alias_cb(void *arg, const void *key, size_t klen, const void *val,
+            size_t vlen)
+{
+    struct mr_alias *a = arg;
+    const uint8_t *p = val;
+    uint32_t n;
+
+    (void)key;
+    (void)klen;
+    if (vlen < MREPL_KEY_LEN + 4)
+        return 0;
+    memcpy(a->key, p, MREPL_KEY_LEN);
+    p += MREPL_KEY_LEN;
+    n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+        p[3];
+    p += 4;
+    if (n > MREPL_RCPTS_MAX || vlen < MREPL_KEY_LEN + 4 + 4 * (size_t)n)
+        return 0;
+    for (uint32_t i = 0; i < n; i++, p += 4)
+        a->pos[i] = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                    (uint32_t)p[2] << 8 | p[3];
+    a->n = n;
+    vlen -= MREPL_KEY_LEN + 4 + 4 * (size_t)n;
+    if (vlen >= sizeof(a->mid))
+        return 0;
+    memcpy(a->mid, p, vlen);
+    a->mid[vlen] = '\0';
+    a->found = 1;
+    return 0;
+}
+
+static int
+mr_alias_get(struct mesh_repl *r, const char *qid, struct mr_alias *a)
+{
+    char ak[3 + STORE_QID_LEN];
+
+    memset(a, 0, sizeof(*a));
+    memcpy(ak, "ra/", 3);
+    memcpy(ak + 3, qid, STORE_QID_LEN);
+    store_mesh_get(r->n->store, ak, sizeof(ak), mr_alias_cb, a);
+    return a->found;
+}
+
+int
+mesh_repl_mid(struct mesh *m, const char *qid, char *out, size_t outsz)
+{
+    struct mesh_repl *r = mesh__repl(m);
+    struct mr_alias a;
+
+    if (r == NULL || !mr_alias_get(r, qid, &a) || strlen(a.mid) >= outsz)
+        return 0;
+    memcpy(out, a.mid, strlen(a.mid) + 1);
+    return 1;
+}
+
+static void
+mr_update_saved(struct mr_op *op, int status)
+{
+    if (status != 0) {
+        log_err("event=repl.save_failed qid=%s err=\"%s\"", op->rec->qid,
+                rm_strerror(status));
+        return;
+    }
+    mr_flood(op->r, op->rec);
+}
+
+static void
+mr_results_one(struct mesh_repl *r, const struct store_qresult *res, size_t n)
+{
+    struct mr_alias a;
+    struct mr_op *op;
+    uint8_t key[MREPL_KEY_LEN];
+    int changed = 0, pending = 0, taken;
+    size_t old_size;
+
+    taken = mr_alias_get(r, res[0].key.qid, &a);
+    if (taken)
+        memcpy(key, a.key, MREPL_KEY_LEN);
+    else
+        mrepl_key(mr_self(r), res[0].key.qid, key);
+    if ((op = mr_op_new(r)) == NULL)
+        return;
+    if (mr_load(r, key, op->rec) != 0 || op->rec->tomb) {
+        mr_op_free(op);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        enum mrepl_rcpt_state st;
+        struct mrepl_rcpt *rc = NULL;
+
+        if (res[i].outcome == STORE_OUT_DEFERRED)
+            continue;
+        st = res[i].outcome == STORE_OUT_DELIVERED ? MREPL_R_DELIVERED
+                                                   : MREPL_R_BOUNCED;
+        if (taken) {
+            if (res[i].key.rcpt < a.n &&
+                a.pos[res[i].key.rcpt] < op->rec->nrcpts)
+                rc = &op->rec->rcpts[a.pos[res[i].key.rcpt]];
+        } else {
+            for (unsigned j = 0; j < op->rec->nrcpts; j++)
+                if (op->rec->rcpts[j].idx == res[i].key.rcpt)
+                    rc = &op->rec->rcpts[j];
+        }
+        if (rc != NULL && rc->st == MREPL_R_PENDING) {
+            rc->st = st;
+            changed = 1;
+        }
+    }
+    if (!changed) {
+        mr_op_free(op);
+        return;
+    }
+    for (unsigned j = 0; j < op->rec->nrcpts; j++)
+        pending += op->rec->rcpts[j].st == MREPL_R_PENDING;
+    old_size = op->rec->size;
+    op->rec->seq = mr_seq(r) > op->rec->seq ? r->last_seq : op->rec->seq + 1;
+    if (pending == 0) {
+        op->rec->tomb = 1;
+        op->rec->tomb_at = (int64_t)(mr_wall_ms() / 1000);
+    }
+    op->done = mr_update_saved;
+    if (mr_save(r, op, op->rec, NULL, 0, old_size) != 0)
+        mr_op_free(op);
+}
+
+void
+mesh_repl_results(struct mesh *m, const struct store_qresult *res, size_t n)
+{
+    struct mesh_repl *r = mesh__repl(m);
+    size_t i = 0;
+
+    if (r == NULL || r->stopping || !mesh__is_member(m))
+        return;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && strcmp(res[j].key.qid, res[i].key.qid) == 0)
+            j++;
+        mr_results_one(r, res + i, j - i);
+        i = j;
+    }
+}
+
+/* ---- receiving --------------------------------------------------------------
+ */
+
+static void
+mr_send_ack(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *rec)
+{
+    struct mrepl_ack a;
+    struct buf b;
+
+    mrepl_key(rec->origin, rec->qid, a.key);
+    a.seq = rec->seq;
+    buf_init(&b, 256);
+    if (mrepl_ack_encode(&b, &a) == 0)
+        mesh__link_send(r->m, link, "rack", b.data, b.len);
+    buf_cleanup(&b);
+}
+
+static void
+mr_replica_saved(struct mr_op *op, int status)
+{
+    if (status != 0) {
+        log_err("event=repl.store_failed qid=%s err=\"%s\"", op->rec->qid,
+                rm_strerror(status));
+        return;
+    }
+    if (op->link != 0)
+        mr_send_ack(op->r, op->link, op->rec);
+}
+
+/* Our queue entries for qid are another node's now. */
+struct mr_drop {
+    struct mesh_repl *r;
+    char qid[STORE_QID_LEN + 1];
+    char why[48];
+};
+
+static void
+mr_drop_done(void *arg, int status)
+{
+    struct mr_drop *d = arg;
+    struct mesh *m = d->r->m;
+
+    if (status == 0) {
+        d->r->stood_down++;
+        log_warn("event=repl.stand_down qid=%s why=\"%s\"", d->qid, d->why);
+    }
+    free(d);
+    mesh__release(m);
+}
+
+static void
+mr_drop_queue(struct mesh_repl *r, const char *qid, const char *why)
+{
+    struct mr_drop *d = calloc(1, sizeof(*d));
+    struct store_qkey k;
+
+    if (d == NULL)
+        return;
+    d->r = r;
+    snprintf(d->qid, sizeof(d->qid), "%s", qid);
+    snprintf(d->why, sizeof(d->why), "%s", why);
+    memcpy(k.qid, d->qid, sizeof(k.qid));
+    k.rcpt = UINT32_MAX;
+    if (store_queue_delete(r->n->store, &k, mr_drop_done, d) != 0) {
+        free(d);
+        return;
+    }
+    mesh__hold(r->m);
+}
+
+struct mr_rt {
+    char qid[STORE_QID_LEN + 1];
+    int found;
+};
+
+static int
+mr_rt_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct mr_rt *t = arg;
+
+    (void)key;
+    (void)klen;
+    if (vlen == STORE_QID_LEN) {
+        memcpy(t->qid, val, STORE_QID_LEN);
+        t->qid[STORE_QID_LEN] = '\0';
+        t->found = 1;
+    }
+    return 0;
+}
+
+/* A version of a record came from a peer (link; with the message when
+   data is given). Keep it when newer, and act on what it says. */
+static void
+mr_take(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *in,
+        const void *data, size_t len)
+{
+    struct mr_op *op;
+    struct mrepl_rec *old;
+    uint8_t key[MREPL_KEY_LEN];
+    int have, cmp, own = mr_is_self(r, in->origin);
+    size_t old_size = 0;
+
+    if ((op = mr_op_new(r)) == NULL)
+        return;
+    old = malloc(sizeof(*old));
+    if (old == NULL) {
+        mr_op_free(op);
+        return;
+    }
+    mrepl_key(in->origin, in->qid, key);
+    have = mr_load(r, key, old) == 0;
+    cmp = have ? mrepl_rec_cmp(in, old) : 1;
+    if (have)
+        old_size = old->size;
+    if (cmp <= 0) {
+        /* Nothing new (a resend, or we hold a later version): still
+           durable here, so acknowledge. */
+        if (data != NULL && link != 0)
+            mr_send_ack(r, link, in);
+        free(old);
+        mr_op_free(op);
+        return;
+    }
+    if (!have && !own && !in->tomb && data == NULL) {
+        /* A state change of a record we never had: the message comes with
+           the repair. */
+        free(old);
+        mr_op_free(op);
+        return;
+    }
+    /* A claim or tombstone by someone else for mail this node delivers:
+       stand down. */
+    if (own && (in->tomb || (in->has_owner && !mr_is_self(r, in->owner))) &&
+        !(in->has_owner && mr_is_self(r, in->owner)))
+        mr_drop_queue(r, in->qid,
+                      in->tomb ? "delivered elsewhere"
+                               : "claimed by a replica");
+    if (!own && have && old->has_owner && mr_is_self(r, old->owner) &&
+        (!in->has_owner || !mr_is_self(r, in->owner))) {
+        char tk[MR_TKEY];
+        struct mr_rt t = {"", 0};
+        mr_tkey(tk, "rt/", key);
+        store_mesh_get(r->n->store, tk, sizeof(tk), mr_rt_cb, &t);
+        if (t.found)
+            mr_drop_queue(r, t.qid, "a higher claim won");
+    }
+    memcpy(op->rec, in, sizeof(*in));
+    if (have && !in->tomb && data == NULL) {
+        /* Keep what we know of delivered recipients too. */
+        for (unsigned i = 0; i < op->rec->nrcpts && i < old->nrcpts; i++)
+            if (old->rcpts[i].st != MREPL_R_PENDING &&
+                op->rec->rcpts[i].st == MREPL_R_PENDING)
+                op->rec->rcpts[i].st = old->rcpts[i].st;
+    }
+    free(old);
+    op->link = data != NULL ? link : 0;
+    op->done = mr_replica_saved;
+    if (mr_save(r, op, op->rec, own ? NULL : data, own ? 0 : len,
+                old_size > op->rec->size ? old_size : op->rec->size) != 0)
+        mr_op_free(op);
+}
+
+static void
+mr_asm_free(struct mr_asm *a)
+{
+    free(a->rec);
+    buf_cleanup(&a->data);
+    free(a);
+}
+
+static void
+mr_on_put(struct mesh_repl *r, uint64_t link, const msgpack_object *body)
+{
+    struct mrepl_put *p = (struct mrepl_put *)r->scratch;
+    struct mr_asm **pp, *a;
+    uint8_t key[MREPL_KEY_LEN];
+
+    if (mrepl_put_decode_obj(body, p) != 0) {
+        log_warn("event=repl.bad_frame type=rput");
+        mesh__link_drop(r->m, link, 1);
+        return;
+    }
+    if (!p->has_data) {
+        mr_take(r, link, &p->rec, NULL, 0);
+        return;
+    }
+    if (p->rec.size > r->n->cfg->max_message_size + (64u << 10)) {
+        log_warn("event=repl.too_big qid=%s size=%" PRIu64, p->rec.qid,
+                 p->rec.size);
+        return;
+    }
+    mrepl_key(p->rec.origin, p->rec.qid, key);
+    for (pp = &r->asms; *pp; pp = &(*pp)->next)
+        if (memcmp((*pp)->key, key, MREPL_KEY_LEN) == 0 && (*pp)->link == link)
+            break;
+    a = *pp;
+    if (p->off == 0) {
+        if (a != NULL) {
+            *pp = a->next;
+            mr_asm_free(a);
+            r->nasm--;
+        }
+        if (p->len == p->rec.size) {
+            mr_take(r, link, &p->rec, p->data, p->len);
+            return;
+        }
+        if (r->nasm >= MESH_REPL_ASM_MAX)
+            return; /* anti-entropy repairs it */
+        if ((a = calloc(1, sizeof(*a))) == NULL ||
+            (a->rec = malloc(sizeof(*a->rec))) == NULL) {
+            free(a);
+            return;
+        }
+        memcpy(a->key, key, MREPL_KEY_LEN);
+        memcpy(a->rec, &p->rec, sizeof(p->rec));
+        a->link = link;
+        buf_init(&a->data, p->rec.size);
+        a->next = r->asms;
+        r->asms = a;
+        r->nasm++;
+    } else if (a == NULL || p->off != a->data.len) {
+        return; /* out of order: dropped, repaired later */
+    }
+    if (buf_append(&a->data, p->data, p->len) != 0)
+        return;
+    if (a->data.len == a->rec->size) {
+        for (pp = &r->asms; *pp != a; pp = &(*pp)->next)
+            ;
+        *pp = a->next;
+        r->nasm--;
+        mr_take(r, link, a->rec, a->data.data, a->data.len);
+        mr_asm_free(a);
+    }
+}
+
+static void
+mr_on_ack(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK],
+          const msgpack_object *body)
+{
+    struct mrepl_ack a;
+
+    if (mrepl_ack_decode_obj(body, &a) != 0) {
+        mesh__link_drop(r->m, link, 1);
+        return;
+    }
+    r->acks_in++;
+    mr_lag_del(r, peer, a.key);
+}
+
+/* ---- anti-entropy
+ * ------------------------------------------------------------ */
+
+struct mr_walk {
+    struct mesh_repl *r;
+    const uint8_t *origin;
+    const uint8_t *peer; /* our own records: only those peer holds */
+    struct mr_items *items;
+    uint64_t n, seq;
+    uint8_t digest[MREPL_DIGEST];
+    struct mrepl_rec *rec;
+};
+
+static int
+mr_walk_cb(void *arg, const void *key, size_t klen, const void *val,
+           size_t vlen)
+{
+    struct mr_walk *w = arg;
+    struct recon_item it;
+
+    if (klen != MR_TKEY)
+        return 0;
+    if (mrepl_rec_decode(val, vlen, w->rec) != 0)
+        return 0;
+    if (memcmp(w->rec->origin, w->origin, MREPL_PK) != 0)
+        return 0;
+    if (w->peer != NULL) {
+        int in = 0;
+        for (unsigned i = 0; i < w->rec->nreplicas && !in; i++)
+            in = memcmp(w->rec->replicas[i], w->peer, MREPL_PK) == 0;
+        if (!in)
+            return 0;
+    }
+    memset(&it, 0, sizeof(it));
+    it.key_len = MREPL_KEY_LEN;
+    memcpy(it.key, (const uint8_t *)key + MR_KEY_PFX, MREPL_KEY_LEN);
+    mrepl_hash(val, vlen, it.hash);
+    mrepl_digest_add(w->digest, it.hash);
+    w->n++;
+    if (w->rec->seq > w->seq)
+        w->seq = w->rec->seq;
+    if (w->items != NULL) {
+        if (w->items->n == w->items->cap) {
+            size_t nc = w->items->cap ? w->items->cap * 2 : 256;
+            struct recon_item *v = realloc(w->items->v, nc * sizeof(*v));
+            if (v == NULL)
+                return -ENOMEM;
+            w->items->v = v;
+            w->items->cap = nc;
+        }
+        w->items->v[w->items->n++] = it;
+    }
+    return 0;
+}
+
+/* The set of origin's records to reconcile with peer: our own that peer
+   holds (origin is us), or every record of origin we hold. */
+static int
+mr_set(struct mesh_repl *r, const uint8_t origin[MREPL_PK],
+       const uint8_t peer[MREPL_PK], struct mr_items *items,
+       struct mrepl_sum *sum)
+{
+    char pfx[MR_KEY_PFX + MREPL_KEY_ORIGIN];
+    struct mr_walk w;
+    int rc;
+
+    memset(&w, 0, sizeof(w));
+    w.r = r;
+    w.origin = origin;
+    w.peer = mr_is_self(r, origin) ? peer : NULL;
+    w.items = items;
+    if ((w.rec = malloc(sizeof(*w.rec))) == NULL)
+        return -ENOMEM;
+    memcpy(pfx, "rp/", MR_KEY_PFX);
+    memcpy(pfx + MR_KEY_PFX, origin, MREPL_KEY_ORIGIN);
+    rc = store_mesh_each(r->n->store, pfx, sizeof(pfx), mr_walk_cb, &w);
+    free(w.rec);
+    if (rc != 0 && rc != RM_E_NOTFOUND)
+        return rc;
+    memset(sum, 0, sizeof(*sum));
+    memcpy(sum->origin, origin, MREPL_PK);
+    sum->n = w.n;
+    sum->seq = w.seq;
+    memcpy(sum->digest, w.digest, MREPL_DIGEST);
+    return 0;
+}
+
+static int
+mr_item_cmp(const struct recon_item *a, const uint8_t *key, size_t klen)
+{
+    size_t n = a->key_len < klen ? a->key_len : klen;
+    int c = memcmp(a->key, key, n);
+
+    if (c != 0)
+        return c;
+    return a->key_len < klen ? -1 : a->key_len > klen ? 1 : 0;
+}
+
+static int
+mr_seek(void *arg, const uint8_t *key, size_t keylen, struct recon_item *out)
+{
+    struct mr_items *s = arg;
+    size_t lo = 0, hi = s->n;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (mr_item_cmp(&s->v[mid], key, keylen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    s->pos = lo;
+    if (lo >= s->n)
+        return 0;
+    *out = s->v[s->pos++];
+    return 1;
+}
+
+static int
+mr_next(void *arg, struct recon_item *out)
+{
+    struct mr_items *s = arg;
+
+    if (s->pos >= s->n)
+        return 0;
+    *out = s->v[s->pos++];
+    return 1;
+}
+
+static void
+mr_sess_free(struct mesh_repl *r, struct mr_sess *s)
+{
+    struct mr_sess **pp;
+
+    for (pp = &r->sess; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    recon_cleanup(&s->rc);
+    free(s->items.v);
+    free(s);
+}
+
+static struct mr_sess *
+mr_sess_find(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
+             const uint8_t origin[MREPL_PK])
+{
+    for (struct mr_sess *s = r->sess; s; s = s->next)
+        if (memcmp(s->peer, peer, MREPL_PK) == 0 &&
+            memcmp(s->origin, origin, MREPL_PK) == 0)
+            return s;
+    return NULL;
+}
+
+static struct mr_sess *
+mr_sess_new(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK],
+            const uint8_t origin[MREPL_PK])
+{
+    struct mr_sess *s = calloc(1, sizeof(*s));
+    struct recon_source src;
+    struct mrepl_sum sum;
+
+    if (s == NULL)
+        return NULL;
+    memcpy(s->peer, peer, MREPL_PK);
+    memcpy(s->origin, origin, MREPL_PK);
+    s->link = link;
+    s->started_ms = uv_now(r->n->loop);
+    src.seek = mr_seek;
+    src.next = mr_next;
+    src.arg = &s->items;
+    if (mr_set(r, origin, peer, &s->items, &sum) != 0 ||
+        recon_init(&s->rc, NULL, &src) != 0) {
+        free(s->items.v);
+        free(s);
+        return NULL;
+    }
+    s->next = r->sess;
+    r->sess = s;
+    r->ae_sessions++;
+    return s;
+}
+
+static void
+mr_send_rrec(struct mesh_repl *r, struct mr_sess *s, const struct buf *msg)
+{
+    struct buf b;
+
+    buf_init(&b, MREPL_RECON_MAX + 256);
+    if (mrepl_recmsg_encode(&b, s->origin, msg->data, msg->len) == 0 &&
+        mesh__link_send(r->m, s->link, "rrec", b.data, b.len) == 0) {
+        s->bytes += b.len;
+        r->ae_bytes += b.len;
+    }
+    buf_cleanup(&b);
+}
+
+static void
+mr_peer_synced(struct mesh_repl *r, const uint8_t peer[MREPL_PK])
+{
+    struct mr_peer *p = mr_peer(r, peer);
+
+    if (p != NULL && !p->synced) {
+        p->synced = 1;
+        if (!r->gate_open && r->n->queue != NULL)
+            node_queue_kick(r->n->queue);
+    }
+}
+
+static void mr_send_sum(struct mesh_repl *r, uint64_t link,
+                        const struct mrepl_sum *s);
+
+/* The session is over: send the peer the versions it lacks. */
+static void
+mr_sess_done(struct mesh_repl *r, struct mr_sess *s)
+{
+    const struct recon_item *have, *need;
+    size_t nh, nn;
+    struct mrepl_rec *rec = malloc(sizeof(*rec));
+    struct buf body;
+    int own = mr_is_self(r, s->origin);
+    char name[64];
+    uint64_t sent = 0;
+
+    recon_have_get(&s->rc, &have, &nh);
+    recon_need_get(&s->rc, &need, &nn);
+    buf_init(&body, (size_t)MREPL_SIZE_MAX);
+    for (size_t i = 0; rec != NULL && i < nh; i++) {
+        if (mr_load(r, have[i].key, rec) != 0)
+            continue;
+        /* A replica's version only matters to the origin when it says
+           more than the origin's would: a claim or a tombstone. */
+        if (!own && !rec->tomb && !rec->has_owner)
+            continue;
+        buf_truncate(&body, 0);
+        if (!rec->tomb) {
+            /* The origin sends the message from its queue; a replica
+               sends only its version (a claim, states): the origin has
+               the message. */
+            if (own &&
+                store_msg_read(r->n->store, rec->qid, mr_read_cb, &body) != 0)
+                buf_truncate(&body, 0);
+        }
+        if (mr_send_put(r, s->link, rec, body.len ? body.data : NULL, body.len,
+                        &sent) == 0)
+            r->ae_repaired++;
+    }
+    s->bytes += sent;
+    r->ae_bytes += sent;
+    r->ae_rounds += recon_rounds(&s->rc);
+    mr_name(r, s->peer, name, sizeof(name));
+    log_info("event=repl.antientropy peer=%s origin_self=%d sent=%zu "
+             "wanted=%zu rounds=%u bytes=%" PRIu64 " ms=%" PRIu64,
+             name, own, nh, nn, recon_rounds(&s->rc), s->bytes,
+             uv_now(r->n->loop) - s->started_ms);
+    if (own && nn == 0)
+        mr_peer_synced(r, s->peer);
+    else if (!own) {
+        /* After our versions, on the same link: the origin takes this as
+           "you have all I had to say" (see mr_on_sum). */
+        struct mrepl_sum sum;
+        if (mr_set(r, s->origin, s->peer, NULL, &sum) == 0) {
+            sum.want = 0;
+            mr_send_sum(r, s->link, &sum);
+        }
+    }
+    buf_cleanup(&body);
+    free(rec);
+    mr_sess_free(r, s);
+}
+
+static void
+mr_on_rrec(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK],
+           const msgpack_object *body)
+{
+    struct mrepl_recmsg rm;
+    struct mr_sess *s;
+    struct buf out;
+    int done = 0, rc;
+
+    if (mrepl_recmsg_decode_obj(body, &rm) != 0) {
+        mesh__link_drop(r->m, link, 1);
+        return;
+    }
+    /* Only ever about records one of us is the origin of. */
+    if (!mr_is_self(r, rm.origin) && memcmp(rm.origin, peer, MREPL_PK) != 0)
+        return;
+    s = mr_sess_find(r, peer, rm.origin);
+    if (s == NULL && (s = mr_sess_new(r, link, peer, rm.origin)) == NULL)
+        return;
+    s->link = link;
+    s->bytes += rm.len;
+    buf_init(&out, MREPL_RECON_MAX);
+    rc = recon_step(&s->rc, rm.msg, rm.len, &out, &done);
+    if (rc != 0 || recon_rounds(&s->rc) > 64) {
+        log_warn("event=repl.recon_failed err=\"%s\"", rm_strerror(rc));
+        mr_sess_free(r, s);
+        buf_cleanup(&out);
+        return;
+    }
+    if (out.len > 0)
+        mr_send_rrec(r, s, &out);
+    buf_cleanup(&out);
+    if (done)
+        mr_sess_done(r, s);
+}
+
+static void
+mr_send_sum(struct mesh_repl *r, uint64_t link, const struct mrepl_sum *s)
+{
+    struct buf b;
+
+    buf_init(&b, 256);
+    if (mrepl_sum_encode(&b, s) == 0 &&
+        mesh__link_send(r->m, link, "rsum", b.data, b.len) == 0)
+        r->ae_bytes += b.len;
+    buf_cleanup(&b);
+}
+
+static void
+mr_barrier_done(struct mr_op *op, int status)
+{
+    (void)status;
+    mr_peer_synced(op->r, op->peer);
+}
+
+static void
+mr_barrier(struct mesh_repl *r, const uint8_t peer[MREPL_PK])
+{
+    static const char key[] = "rs/barrier";
+    struct store_mesh_write w = {STORE_MESH_DEL, key, sizeof(key) - 1, NULL, 0};
+    struct mr_op *op = mr_op_new(r);
+
+    if (op == NULL)
+        return;
+    memcpy(op->peer, peer, MREPL_PK);
+    op->done = mr_barrier_done;
+    if (store_mesh_apply(r->n->store, &w, 1, mr_op_cb, op) != 0) {
+        mr_op_free(op);
+        return;
+    }
+    mesh__hold(r->m);
+}
+
+static void
+mr_on_sum(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK],
+          const msgpack_object *body)
+{
+    struct mrepl_sum in, mine;
+    struct mr_sess *s;
+    struct buf out;
+
+    if (mrepl_sum_decode_obj(body, &in) != 0) {
+        mesh__link_drop(r->m, link, 1);
+        return;
+    }
+    r->ae_bytes += 64;
+    if (mr_is_self(r, in.origin)) {
+        /* The answer to ours: equal, or everything the peer had to tell
+           us has come before it on this link. Its effects (claims
+           recorded, queue entries removed) are store writes already
+           submitted: a barrier after them, and only then may outbound
+           take the entries. */
+        if (!in.want)
+            mr_barrier(r, peer);
+        return;
+    }
+    if (memcmp(in.origin, peer, MREPL_PK) != 0)
+        return;
+    if (mr_set(r, in.origin, peer, NULL, &mine) != 0)
+        return;
+    if (mine.n == in.n && mine.seq == in.seq &&
+        memcmp(mine.digest, in.digest, MREPL_DIGEST) == 0) {
+        mine.want = 0;
+        mr_send_sum(r, link, &mine);
+        return;
+    }
+    /* They differ: reconcile (we start; the origin answers). */
+    if (mr_sess_find(r, peer, in.origin) != NULL)
+        return;
+    if ((s = mr_sess_new(r, link, peer, in.origin)) == NULL)
+        return;
+    buf_init(&out, MREPL_RECON_MAX);
+    if (recon_initiate(&s->rc, &out) == 0)
+        mr_send_rrec(r, s, &out);
+    else
+        mr_sess_free(r, s);
+    buf_cleanup(&out);
+}
+
+/* Our summary of the records peer should hold for us. */
+static void
+mr_sum_to(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK])
+{
+    struct mrepl_sum s;
+
+    if (mr_set(r, mr_self(r), peer, NULL, &s) != 0)
+        return;
+    s.want = 1;
+    mr_send_sum(r, link, &s);
+}
+
+void
+mesh_repl_link_up(struct mesh_repl *r, uint64_t link, const uint8_t peer[32])
+{
+    struct mr_peer *p;
+
+    if (r == NULL || r->stopping || !mesh__is_member(r->m))
+        return;
+    if ((p = mr_peer(r, peer)) != NULL)
+        p->next_sum_s = mr_mono_s(r) + MESH_REPL_SUM_S;
+    mr_sum_to(r, link, peer);
+}
+
+/* ---- takeover -------------------------------------------------------------
+ */
+
+static int
+mr_dead_long(struct mesh_repl *r, const uint8_t pk[MREPL_PK])
+{
+    int64_t since = 0;
+    int st = mesh__member_state(r->m, pk, &since);
+
+    if (st != SWIM_DEAD && st != SWIM_LEFT)
+        return 0;
+    return mr_wall_ms() - since >=
+           (int64_t)r->n->cfg->mesh_takeover_grace * 1000;
+}
+
+static void
+mr_claim_moved(void *arg, int status)
+{
+    struct mr_op *op = arg;
+    struct mesh_repl *r = op->r;
+    struct mesh *m = r->m;
+    uint8_t key[MREPL_KEY_LEN];
+
+    mrepl_key(op->rec->origin, op->rec->qid, key);
+    if (!r->stopping && (status == 0 || status == RM_E_EXISTS)) {
+        struct mr_op *sv = mr_op_new(r);
+        if (sv != NULL) {
+            memcpy(sv->rec, op->rec, sizeof(*op->rec));
+            sv->done = mr_update_saved;
+            if (mr_save(r, sv, sv->rec, NULL, 0, 0) != 0)
+                mr_op_free(sv);
+        }
+        if (status == 0) {
+            r->takeovers++;
+            log_warn("event=repl.takeover qid=%s origin_qid=%s mid=%s "
+                     "epoch=%" PRIu64 " rcpts=%zu",
+                     op->qid, op->rec->qid, op->rec->mid, op->rec->epoch,
+                     op->sm.nrcpts);
+            node_queue_remote(r->n->queue, op->qid);
+        }
+    } else if (!r->stopping) {
+        log_err("event=repl.takeover_failed origin_qid=%s err=\"%s\"",
+                op->rec->qid, rm_strerror(status));
+    }
+    mr_busy_del(r, key);
+    mr_op_free(op);
+    mesh__release(m);
+}
+
+static int
+mr_body_cb(void *arg, const void *key, size_t klen, const void *val,
+           size_t vlen)
+{
+    (void)key;
+    (void)klen;
+    return buf_append(arg, val, vlen) == 0 ? 0 : -ENOMEM;
+}
+
+static void
+mr_claim(struct mesh_repl *r, const struct mrepl_rec *rec)
+{
+    struct mr_op *op;
+    uint8_t key[MREPL_KEY_LEN];
+    char pfx[MR_TKEY];
+    unsigned np = 0;
+    uint8_t hdr[4];
+    int rc;
+
+    mrepl_key(rec->origin, rec->qid, key);
+    if (mr_busy_has(r, key) || r->nbusy == 64 || r->n->queue == NULL)
+        return;
+    if ((op = mr_op_new(r)) == NULL)
+        return;
+    memcpy(op->rec, rec, sizeof(*rec));
+    mr_tkey(pfx, "rb/", key);
+    if (store_mesh_each(r->n->store, pfx, sizeof(pfx), mr_body_cb, &op->body) !=
+            0 ||
+        op->body.len != rec->size) {
+        log_warn("event=repl.takeover_no_body origin_qid=%s have=%zu "
+                 "size=%" PRIu64,
+                 rec->qid, op->body.len, rec->size);
+        mr_op_free(op);
+        return;
+    }
+    op->rec->epoch = rec->has_owner ? rec->epoch + 1 : 1;
+    op->rec->has_owner = 1;
+    memcpy(op->rec->owner, mr_self(r), MREPL_PK);
+    op->rec->seq = mr_seq(r) > rec->seq ? r->last_seq : rec->seq + 1;
+    op->rcpts = calloc(rec->nrcpts, sizeof(*op->rcpts));
+    if (op->rcpts == NULL) {
+        mr_op_free(op);
+        return;
+    }
+    store_qid_new(r->n->store, op->qid);
+    buf_append(&op->ra_val, key, MREPL_KEY_LEN);
+    buf_append(&op->ra_val, "\0\0\0\0", 4); /* count, set below */
+    for (unsigned i = 0; i < rec->nrcpts; i++) {
+        const struct mrepl_rcpt *c = &rec->rcpts[i];
+        uint8_t be[4] = {(uint8_t)(i >> 24), (uint8_t)(i >> 16),
+                         (uint8_t)(i >> 8), (uint8_t)i};
+        if (c->st != MREPL_R_PENDING)
+            continue;
+        op->rcpts[np].addr = c->addr;
+        op->rcpts[np].orcpt = c->orcpt[0] ? c->orcpt : NULL;
+        op->rcpts[np].notify = c->notify;
+        op->rcpts[np].route = STORE_ROUTE_REMOTE;
+        buf_append(&op->ra_val, be, 4);
+        np++;
+    }
+    hdr[0] = (uint8_t)(np >> 24);
+    hdr[1] = (uint8_t)(np >> 16);
+    hdr[2] = (uint8_t)(np >> 8);
+    hdr[3] = (uint8_t)np;
+    memcpy(op->ra_val.data + MREPL_KEY_LEN, hdr, 4);
+    buf_append(&op->ra_val, rec->mid, strlen(rec->mid));
+    memcpy(op->ra_key, "ra/", 3);
+    memcpy(op->ra_key + 3, op->qid, STORE_QID_LEN);
+    mr_tkey(op->rt_key, "rt/", key);
+    op->mw[0] = (struct store_mesh_write){STORE_MESH_NEW, op->rt_key, MR_TKEY,
+                                          op->qid, STORE_QID_LEN};
+    op->mw[1] = (struct store_mesh_write){STORE_MESH_NEW, op->ra_key,
+                                          sizeof(op->ra_key), op->ra_val.data,
+                                          op->ra_val.len};
+    memcpy(op->sm.qid, op->qid, sizeof(op->sm.qid));
+    op->sm.mail_from = op->rec->mail_from;
+    op->sm.envid = op->rec->envid[0] ? op->rec->envid : NULL;
+    op->sm.ret = (enum store_ret)op->rec->ret;
+    op->sm.body_type = (enum store_body)op->rec->body;
+    op->sm.smtputf8 = op->rec->smtputf8;
+    op->sm.arrival = op->rec->arrival;
+    op->sm.client = "mesh takeover";
+    op->sm.rcpts = op->rcpts;
+    op->sm.nrcpts = np;
+    op->sm.data = op->body.data;
+    op->sm.len = op->body.len;
+    op->sm.mesh_new = op->mw;
+    op->sm.nmesh_new = 2;
+    /* Fix the recipient pointers: they must point into op->rec. */
+    for (unsigned i = 0, j = 0; i < op->rec->nrcpts; i++) {
+        if (op->rec->rcpts[i].st != MREPL_R_PENDING)
+            continue;
+        op->rcpts[j].addr = op->rec->rcpts[i].addr;
+        op->rcpts[j].orcpt =
+            op->rec->rcpts[i].orcpt[0] ? op->rec->rcpts[i].orcpt : NULL;
+        j++;
+    }
+    if (np == 0) {
+        mr_op_free(op);
+        return;
+    }
+    rc = store_msg_accept(r->n->store, &op->sm, mr_claim_moved, op);
+    if (rc != 0) {
+        mr_op_free(op);
+        return;
+    }
+    mesh__hold(r->m);
+    memcpy(r->busy[r->nbusy++], key, MREPL_KEY_LEN);
+}
+
+struct mr_scan {
+    struct mesh_repl *r;
+    uint8_t (*keys)[MREPL_KEY_LEN];
+    size_t nkeys;
+    uint8_t (*gone)[MREPL_KEY_LEN];
+    size_t ngone;
+    struct mrepl_rec *rec;
+    int64_t now;
+};
+
+static int
+mr_scan_cb(void *arg, const void *key, size_t klen, const void *val,
+           size_t vlen)
+{
+    struct mr_scan *s = arg;
+    struct mesh_repl *r = s->r;
+    const struct mrepl_rec *rec = s->rec;
+    const uint8_t *resp;
+    int pending = 0;
+
+    if (klen != MR_TKEY || mrepl_rec_decode(val, vlen, s->rec) != 0)
+        return 0;
+    if (rec->tomb) {
+        if (rec->tomb_at + (int64_t)r->n->cfg->mesh_tombstone_lifetime <=
+                s->now &&
+            s->ngone < MR_SCAN_MAX)
+            memcpy(s->gone[s->ngone++], (const uint8_t *)key + MR_KEY_PFX,
+                   MREPL_KEY_LEN);
+        return 0;
+    }
+    for (unsigned i = 0; i < rec->nrcpts; i++)
+        pending += rec->rcpts[i].st == MREPL_R_PENDING;
+    resp = rec->has_owner ? rec->owner : rec->origin;
+    if (pending == 0 || mr_is_self(r, resp) || !mr_dead_long(r, resp))
+        return 0;
+    /* The first replica in rendezvous order that is alive claims it. */
+    for (unsigned i = 0; i < rec->nreplicas; i++) {
+        int st;
+        if (mr_is_self(r, rec->replicas[i])) {
+            if (s->nkeys < MR_SCAN_MAX)
+                memcpy(s->keys[s->nkeys++], (const uint8_t *)key + MR_KEY_PFX,
+                       MREPL_KEY_LEN);
+            break;
+        }
+        if (memcmp(rec->replicas[i], resp, MREPL_PK) == 0)
+            continue;
+        st = mesh__member_state(r->m, rec->replicas[i], NULL);
+        if (st == SWIM_ALIVE || st == SWIM_SUSPECT)
+            break; /* it will */
+    }
+    return 0;
+}
+
+static void
+mr_scan(struct mesh_repl *r)
+{
+    struct mr_scan s;
+
+    memset(&s, 0, sizeof(s));
+    s.r = r;
+    s.now = mr_wall_ms() / 1000;
+    s.keys = calloc(MR_SCAN_MAX, MREPL_KEY_LEN);
+    s.gone = calloc(MR_SCAN_MAX, MREPL_KEY_LEN);
+    s.rec = malloc(sizeof(*s.rec));
+    if (s.keys == NULL || s.gone == NULL || s.rec == NULL)
+        goto out;
+    store_mesh_each(r->n->store, "rp/", MR_KEY_PFX, mr_scan_cb, &s);
+    for (size_t i = 0; i < s.nkeys; i++)
+        if (mr_load(r, s.keys[i], s.rec) == 0 && !s.rec->tomb)
+            mr_claim(r, s.rec);
+    for (size_t i = 0; i < s.ngone; i++) {
+        char tk[MR_TKEY], rt[MR_TKEY];
+        struct store_mesh_write w[2] = {{STORE_MESH_DEL, tk, MR_TKEY, NULL, 0},
+                                        {STORE_MESH_DEL, rt, MR_TKEY, NULL, 0}};
+        mr_tkey(tk, "rp/", s.gone[i]);
+        mr_tkey(rt, "rt/", s.gone[i]);
+        store_mesh_apply(r->n->store, w, 2, NULL, NULL);
+    }
+    if (s.ngone > 0)
+        log_info("event=repl.tombstones_collected count=%zu", s.ngone);
+out:
+    free(s.keys);
+    free(s.gone);
+    free(s.rec);
+}
+
+/* ---- gate for a returning origin
+ * ------------------------------------------------ */
+
+int
+mesh_repl_may_deliver(struct mesh *m, const char *qid)
+{
+    struct mesh_repl *r = mesh__repl(m);
+    struct mrepl_rec *rec;
+    uint8_t key[MREPL_KEY_LEN];
+    int ok = 1;
+
+    if (r == NULL || r->stopping || r->gate_open || !mesh__is_member(m))
+        return 1;
+    if (mr_mono_s(r) - r->start_s >= r->n->cfg->mesh_takeover_grace / 2) {
+        r->gate_open = 1;
+        return 1;
+    }
+    if ((rec = malloc(sizeof(*rec))) == NULL)
+        return 1;
+    mrepl_key(mr_self(r), qid, key);
+    if (mr_load(r, key, rec) == 0 && !rec->tomb && rec->nreplicas > 0) {
+        ok = 0;
+        for (unsigned i = 0; i < rec->nreplicas && !ok; i++) {
+            struct mr_peer *p = mr_peer(r, rec->replicas[i]);
+            int st = mesh__member_state(m, rec->replicas[i], NULL);
+            ok = (p != NULL && p->synced) ||
+                 (st != SWIM_ALIVE && st != SWIM_SUSPECT &&
+                  mr_mono_s(r) - r->start_s >= 10);
+        }
+        if (rec->has_owner && !mr_is_self(r, rec->owner))
+            ok = 0;
+    }
+    free(rec);
+    return ok;
+}
+
+/* ---- frames, ticks, life
+ * --------------------------------------------------------- */
+
+static int
+mr_type_is(const char *t, size_t tlen, const char *s)
+{
+    return tlen == strlen(s) && memcmp(t, s, tlen) == 0;
+}
+
+int
+mesh_repl_frame(struct mesh_repl *r, uint64_t link, const uint8_t peer[32],
+                const char *type, size_t tlen, const msgpack_object *body)
+{
+    if (r == NULL || r->stopping)
+        return 0;
+    if (mr_type_is(type, tlen, "rput"))
+        mr_on_put(r, link, body);
+    else if (mr_type_is(type, tlen, "rack"))
+        mr_on_ack(r, link, peer, body);
+    else if (mr_type_is(type, tlen, "rsum"))
+        mr_on_sum(r, link, peer, body);
+    else if (mr_type_is(type, tlen, "rrec"))
+        mr_on_rrec(r, link, peer, body);
+    else
+        return 0;
+    return 1;
+}
+
+void
+mesh_repl_tick(struct mesh_repl *r)
+{
+    uint64_t now = mr_mono_s(r);
+    uint8_t live[MR_PEERS_MAX][MREPL_PK];
+    unsigned n;
+
+    if (r == NULL || r->stopping || !mesh__is_member(r->m))
+        return;
+    /* Sessions that stalled (a link went) are forgotten. */
+    for (struct mr_sess *s = r->sess, *nx; s; s = nx) {
+        nx = s->next;
+        if (uv_now(r->n->loop) - s->started_ms > 60000)
+            mr_sess_free(r, s);
+    }
+    n = mesh__live_members(r->m, live, MR_PEERS_MAX);
+    for (unsigned i = 0; i < n; i++) {
+        struct mr_peer *p = mr_peer(r, live[i]);
+        uint64_t link;
+        if (p == NULL || now < p->next_sum_s)
+            continue;
+        if ((link = mr_link_to(r, live[i])) == 0)
+            continue;
+        p->next_sum_s = now + MESH_REPL_SUM_S;
+        mr_sum_to(r, link, live[i]);
+    }
+    if (now >= r->next_scan_s) {
+        r->next_scan_s = now + MESH_REPL_SCAN_S;
+        mr_scan(r);
+    }
+}
+
+struct mr_count {
+    uint64_t n, tomb;
+    struct mrepl_rec *rec;
+};
+
+static int
+mr_count_cb(void *arg, const void *key, size_t klen, const void *val,
+            size_t vlen)
+{
+    struct mr_count *c = arg;
+
+    (void)key;
+    (void)klen;
+    if (mrepl_rec_decode(val, vlen, c->rec) == 0) {
+        c->n++;
+        c->tomb += c->rec->tomb != 0;
+    }
+    return 0;
+}
+
+void
+mesh_repl_status_enc(struct mesh_repl *r, struct ctl_enc *e)
+{
+    unsigned n = 0;
+    int64_t now = mr_wall_ms();
+
+    if (r == NULL) {
+        ctl_enc_nil(e);
+        return;
+    }
+    struct mr_count tally = {0, 0, NULL};
+    for (unsigned i = 0; i < r->npeers; i++)
+        n++;
+    if ((tally.rec = malloc(sizeof(*tally.rec))) != NULL)
+        store_mesh_each(r->n->store, "rp/", MR_KEY_PFX, mr_count_cb, &tally);
+    free(tally.rec);
+    ctl_enc_map(e, 11);
+    ctl_enc_ku64(e, "antientropy_rounds", r->ae_rounds);
+    ctl_enc_ku64(e, "records", tally.n);
+    ctl_enc_ku64(e, "tombstones", tally.tomb);
+    ctl_enc_ku64(e, "sent", r->puts_out);
+    ctl_enc_ku64(e, "acks", r->acks_in);
+    ctl_enc_ku64(e, "takeovers", r->takeovers);
+    ctl_enc_ku64(e, "stood_down", r->stood_down);
+    ctl_enc_ku64(e, "antientropy_sessions", r->ae_sessions);
+    ctl_enc_ku64(e, "antientropy_bytes", r->ae_bytes);
+    ctl_enc_ku64(e, "antientropy_repaired", r->ae_repaired);
+    ctl_enc_str(e, "lag");
+    ctl_enc_array(e, n);
+    for (unsigned i = 0; i < r->npeers; i++) {
+        char name[64];
+        uint64_t cnt = 0;
+        int64_t oldest = 0;
+        for (unsigned j = 0; j < r->nlag; j++)
+            if (memcmp(r->lag[j].peer, r->peers[i].pk, MREPL_PK) == 0) {
+                cnt++;
+                if (oldest == 0 || r->lag[j].sent_ms < oldest)
+                    oldest = r->lag[j].sent_ms;
+            }
+        mr_name(r, r->peers[i].pk, name, sizeof(name));
+        ctl_enc_map(e, 4);
+        ctl_enc_kstr(e, "peer", name);
+        ctl_enc_ku64(e, "unacked", cnt);
+        ctl_enc_ku64(e, "oldest_ms", oldest ? (uint64_t)(now - oldest) : 0);
+        ctl_enc_kbool(e, "synced", r->peers[i].synced);
+    }
+}
+
+int
+mesh_repl_describe(struct mesh *m, const char *qid, char *replicas, size_t rsz,
+                   char *owner, size_t osz)
+{
+    struct mesh_repl *r = mesh__repl(m);
+    struct mrepl_rec *rec;
+    struct mr_alias a;
+    uint8_t key[MREPL_KEY_LEN];
+    size_t off = 0;
+    int ok = 0;
+
+    if (r == NULL || (rec = malloc(sizeof(*rec))) == NULL)
+        return 0;
+    if (mr_alias_get(r, qid, &a))
+        memcpy(key, a.key, MREPL_KEY_LEN);
+    else
+        mrepl_key(mr_self(r), qid, key);
+    if (mr_load(r, key, rec) == 0) {
+        ok = 1;
+        replicas[0] = '\0';
+        for (unsigned i = 0; i < rec->nreplicas && off < rsz; i++) {
+            char name[64];
+            int w;
+            mr_name(r, rec->replicas[i], name, sizeof(name));
+            w = snprintf(replicas + off, rsz - off, "%s%s", i ? "," : "", name);
+            if (w < 0)
+                break;
+            off += (size_t)w;
+        }
+        mr_name(r, rec->has_owner ? rec->owner : rec->origin, owner, osz);
+    }
+    free(rec);
+    return ok;
+}
+
+int
+mesh_repl_owns_key(const void *key, size_t klen)
+{
+    return klen > 3 &&
+           (memcmp(key, "rp/", 3) == 0 || memcmp(key, "rb/", 3) == 0 ||
+            memcmp(key, "rs/", 3) == 0 || memcmp(key, "rt/", 3) == 0 ||
+            memcmp(key, "ra/", 3) == 0);
+}
+
+int
+mesh_repl_new(struct mesh *m, struct mesh_repl **out)
+{
+    struct mesh_repl *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return -ENOMEM;
+    r->scratch = malloc(sizeof(struct mrepl_put));
+    if (r->scratch == NULL) {
+        free(r);
+        return -ENOMEM;
+    }
+    r->m = m;
+    r->n = mesh__node(m);
+    r->start_s = mr_mono_s(r);
+    *out = r;
+    return 0;
+}
+
+void
+mesh_repl_stop(struct mesh_repl *r)
+{
+    if (r != NULL)
+        r->stopping = 1;
+}
+
+void
+mesh_repl_free(struct mesh_repl *r)
+{
+    if (r == NULL)
+        return;
+    while (r->asms) {
+        struct mr_asm *a = r->asms;
+        r->asms = a->next;
+        mr_asm_free(a);
+    }
+    while (r->sess)
+        mr_sess_free(r, r->sess);
+    free(r->scratch);
+    free(r);
+}
