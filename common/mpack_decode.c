@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "common/mpack_check.h"
 #include "common/mpack_decode.h"
@@ -52,4 +53,60 @@ mpack_decode(const void *p, size_t len, mpack_obj_fn fn, void *arg, char *why,
     }
     msgpack_zone_destroy(&z);
     return r;
+}
+
+int
+mpack_key_is(const msgpack_object *k, const char *s)
+{
+    size_t n = strlen(s);
+
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           memcmp(k->via.str.ptr, s, n) == 0;
+}
+
+int
+mpack_get_str(const msgpack_object *v, char *out, size_t outsz)
+{
+    if (v->type != MSGPACK_OBJECT_STR || v->via.str.size >= outsz ||
+        memchr(v->via.str.ptr, '\0', v->via.str.size) != NULL)
+        return RM_E_PROTO;
+    memcpy(out, v->via.str.ptr, v->via.str.size);
+    out[v->via.str.size] = '\0';
+    return 0;
+}
+
+int
+mpack_get_u64(const msgpack_object *v, uint64_t max, uint64_t *out)
+{
+    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 > max)
+        return RM_E_PROTO;
+    *out = v->via.u64;
+    return 0;
+}
+
+int
+mpack_get_bin(const msgpack_object *v, void *out, size_t n)
+{
+    if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != n)
+        return RM_E_PROTO;
+    memcpy(out, v->via.bin.ptr, n);
+    return 0;
+}
+
+int
+mpack_get_bool(const msgpack_object *v, int *out)
+{
+    if (v->type != MSGPACK_OBJECT_BOOLEAN)
+        return RM_E_PROTO;
+    *out = v->via.boolean ? 1 : 0;
+    return 0;
+}
+
+int
+mpack_once(unsigned *seen, unsigned bit)
+{
+    if (*seen & bit)
+        return RM_E_PROTO;
+    *seen |= bit;
+    return 0;
 }

@@ -13,6 +13,7 @@
 #define RM_MPACK_DECODE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <msgpack.h>
 
@@ -26,5 +27,23 @@ typedef int (*mpack_obj_fn)(const msgpack_object *o, void *arg);
  */
 int mpack_decode(const void *p, size_t len, mpack_obj_fn fn, void *arg,
                  char *why, size_t whysz);
+
+/*
+ * Readers of unpacked values, shared by the map decoders: each returns 0,
+ * or RM_E_PROTO when the value is not what is asked (out is then left as
+ * it was, except mpack_get_str's on success only).
+ */
+/* 1 if key k is the string s. */
+int mpack_key_is(const msgpack_object *k, const char *s);
+/* A str without NUL, shorter than outsz, copied NUL-terminated. */
+int mpack_get_str(const msgpack_object *v, char *out, size_t outsz);
+/* A positive integer of at most max. */
+int mpack_get_u64(const msgpack_object *v, uint64_t max, uint64_t *out);
+/* A bin of exactly n bytes, copied. */
+int mpack_get_bin(const msgpack_object *v, void *out, size_t n);
+/* A boolean, as 0 or 1. */
+int mpack_get_bool(const msgpack_object *v, int *out);
+/* Each key once: bit of *seen for the key; RM_E_PROTO if seen before. */
+int mpack_once(unsigned *seen, unsigned bit);
 
 #endif

@@ -144,35 +144,6 @@ mc_decode(const void *p, size_t len, mpack_obj_fn fn, void *arg)
 }
 
 static int
-mc_keyis(const msgpack_object *k, const char *s)
-{
-    size_t n = strlen(s);
-
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-           memcmp(k->via.str.ptr, s, n) == 0;
-}
-
-static int
-mc_getstr(const msgpack_object *v, char *out, size_t outsz)
-{
-    if (v->type != MSGPACK_OBJECT_STR || v->via.str.size >= outsz ||
-        memchr(v->via.str.ptr, '\0', v->via.str.size) != NULL)
-        return RM_E_PROTO;
-    memcpy(out, v->via.str.ptr, v->via.str.size);
-    out[v->via.str.size] = '\0';
-    return 0;
-}
-
-static int
-mc_getbin(const msgpack_object *v, uint8_t *out, size_t n)
-{
-    if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != n)
-        return RM_E_PROTO;
-    memcpy(out, v->via.bin.ptr, n);
-    return 0;
-}
-
-static int
 mc_cred_obj(const msgpack_object *o, void *arg)
 {
     struct mcodec_cred *c = arg;
@@ -185,20 +156,20 @@ mc_cred_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mc_keyis(k, "c")) {
+        if (mpack_key_is(k, "c")) {
             if ((seen & 1) || mrec_chain_decode_obj(v, &c->chain) != 0)
                 return RM_E_PROTO;
             seen |= 1;
-        } else if (mc_keyis(k, "j")) {
-            if ((seen & 2) || mc_getstr(v, c->token, sizeof(c->token)) != 0)
+        } else if (mpack_key_is(k, "j")) {
+            if ((seen & 2) || mpack_get_str(v, c->token, sizeof(c->token)) != 0)
                 return RM_E_PROTO;
             seen |= 2;
-        } else if (mc_keyis(k, "k")) {
-            if ((seen & 4) || mc_getbin(v, c->pk, MREC_PK) != 0)
+        } else if (mpack_key_is(k, "k")) {
+            if ((seen & 4) || mpack_get_bin(v, c->pk, MREC_PK) != 0)
                 return RM_E_PROTO;
             seen |= 4;
-        } else if (mc_keyis(k, "n")) {
-            if ((seen & 8) || mc_getstr(v, c->name, sizeof(c->name)) != 0 ||
+        } else if (mpack_key_is(k, "n")) {
+            if ((seen & 8) || mpack_get_str(v, c->name, sizeof(c->name)) != 0 ||
                 !mrec_name_valid(c->name))
                 return RM_E_PROTO;
             seen |= 8;
@@ -242,19 +213,19 @@ mc_self_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mc_keyis(k, "m")) {
-            if (mc_getbin(v, s->mesh_id, MREC_MESHID) != 0)
+        if (mpack_key_is(k, "m")) {
+            if (mpack_get_bin(v, s->mesh_id, MREC_MESHID) != 0)
                 return RM_E_PROTO;
             seen |= 1;
-        } else if (mc_keyis(k, "r")) {
-            if (mc_getbin(v, s->root_pk, MREC_PK) != 0)
+        } else if (mpack_key_is(k, "r")) {
+            if (mpack_get_bin(v, s->root_pk, MREC_PK) != 0)
                 return RM_E_PROTO;
             seen |= 2;
-        } else if (mc_keyis(k, "c")) {
+        } else if (mpack_key_is(k, "c")) {
             if (mrec_chain_decode_obj(v, &s->chain) != 0)
                 return RM_E_PROTO;
             seen |= 4;
-        } else if (mc_keyis(k, "v")) {
+        } else if (mpack_key_is(k, "v")) {
             if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
                 return RM_E_PROTO;
             s->record_version = v->via.u64;
@@ -287,7 +258,7 @@ mc_inv_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mc_keyis(k, "e")) {
+        if (mpack_key_is(k, "e")) {
             if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
                 v->via.u64 <= INT64_MAX)
                 *iv->expires = (int64_t)v->via.u64;
@@ -296,8 +267,8 @@ mc_inv_obj(const msgpack_object *o, void *arg)
             else
                 return RM_E_PROTO;
             seen |= 1;
-        } else if (mc_keyis(k, "n")) {
-            if (mc_getstr(v, iv->name, MREC_NAME_MAX) != 0)
+        } else if (mpack_key_is(k, "n")) {
+            if (mpack_get_str(v, iv->name, MREC_NAME_MAX) != 0)
                 return RM_E_PROTO;
             seen |= 2;
         }

@@ -223,62 +223,6 @@ mrepl_recmsg_encode(struct buf *out, const uint8_t origin[MREPL_PK],
 /* ---- reading ----------------------------------------------------------- */
 
 static int
-mr_keyis(const msgpack_object *k, const char *s)
-{
-    size_t n = strlen(s);
-
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-           memcmp(k->via.str.ptr, s, n) == 0;
-}
-
-static int
-mr_getstr(const msgpack_object *v, char *out, size_t outsz)
-{
-    if (v->type != MSGPACK_OBJECT_STR || v->via.str.size >= outsz ||
-        memchr(v->via.str.ptr, '\0', v->via.str.size) != NULL)
-        return RM_E_PROTO;
-    memcpy(out, v->via.str.ptr, v->via.str.size);
-    out[v->via.str.size] = '\0';
-    return 0;
-}
-
-static int
-mr_getu(const msgpack_object *v, uint64_t max, uint64_t *out)
-{
-    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 > max)
-        return RM_E_PROTO;
-    *out = v->via.u64;
-    return 0;
-}
-
-static int
-mr_getbin(const msgpack_object *v, void *out, size_t n)
-{
-    if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != n)
-        return RM_E_PROTO;
-    memcpy(out, v->via.bin.ptr, n);
-    return 0;
-}
-
-static int
-mr_getbool(const msgpack_object *v, int *out)
-{
-    if (v->type != MSGPACK_OBJECT_BOOLEAN)
-        return RM_E_PROTO;
-    *out = v->via.boolean ? 1 : 0;
-    return 0;
-}
-
-static int
-mr_once(unsigned *seen, unsigned bit)
-{
-    if (*seen & bit)
-        return RM_E_PROTO;
-    *seen |= bit;
-    return 0;
-}
-
-static int
 mr_rcpt_obj(const msgpack_object *o, struct mrepl_rcpt *c)
 {
     unsigned seen = 0;
@@ -291,23 +235,25 @@ mr_rcpt_obj(const msgpack_object *o, struct mrepl_rcpt *c)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mr_keyis(k, "a")) {
-            if (mr_once(&seen, 1) || mr_getstr(v, c->addr, sizeof(c->addr)) ||
+        if (mpack_key_is(k, "a")) {
+            if (mpack_once(&seen, 1) ||
+                mpack_get_str(v, c->addr, sizeof(c->addr)) ||
                 c->addr[0] == '\0')
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "o")) {
-            if (mr_once(&seen, 2) || mr_getstr(v, c->orcpt, sizeof(c->orcpt)))
+        } else if (mpack_key_is(k, "o")) {
+            if (mpack_once(&seen, 2) ||
+                mpack_get_str(v, c->orcpt, sizeof(c->orcpt)))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "n")) {
-            if (mr_once(&seen, 4) || mr_getu(v, 15, &u))
+        } else if (mpack_key_is(k, "n")) {
+            if (mpack_once(&seen, 4) || mpack_get_u64(v, 15, &u))
                 return RM_E_PROTO;
             c->notify = (unsigned)u;
-        } else if (mr_keyis(k, "i")) {
-            if (mr_once(&seen, 8) || mr_getu(v, UINT32_MAX, &u))
+        } else if (mpack_key_is(k, "i")) {
+            if (mpack_once(&seen, 8) || mpack_get_u64(v, UINT32_MAX, &u))
                 return RM_E_PROTO;
             c->idx = (uint32_t)u;
-        } else if (mr_keyis(k, "x")) {
-            if (mr_once(&seen, 16) || mr_getu(v, MREPL_R_BOUNCED, &u))
+        } else if (mpack_key_is(k, "x")) {
+            if (mpack_once(&seen, 16) || mpack_get_u64(v, MREPL_R_BOUNCED, &u))
                 return RM_E_PROTO;
             c->st = (enum mrepl_rcpt_state)u;
         }
@@ -328,70 +274,78 @@ mrepl_rec_decode_obj(const msgpack_object *o, struct mrepl_rec *rc)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mr_keyis(k, "o")) {
-            if (mr_once(&seen, 0x1) || mr_getbin(v, rc->origin, MREPL_PK))
+        if (mpack_key_is(k, "o")) {
+            if (mpack_once(&seen, 0x1) ||
+                mpack_get_bin(v, rc->origin, MREPL_PK))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "q")) {
-            if (mr_once(&seen, 0x2) || mr_getstr(v, rc->qid, sizeof(rc->qid)) ||
+        } else if (mpack_key_is(k, "q")) {
+            if (mpack_once(&seen, 0x2) ||
+                mpack_get_str(v, rc->qid, sizeof(rc->qid)) ||
                 !mr_qid_ok(rc->qid))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "m")) {
-            if (mr_once(&seen, 0x4) || mr_getstr(v, rc->mid, sizeof(rc->mid)) ||
+        } else if (mpack_key_is(k, "m")) {
+            if (mpack_once(&seen, 0x4) ||
+                mpack_get_str(v, rc->mid, sizeof(rc->mid)) ||
                 rc->mid[0] == '\0')
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "s")) {
-            if (mr_once(&seen, 0x8) || mr_getu(v, UINT64_MAX, &rc->seq))
+        } else if (mpack_key_is(k, "s")) {
+            if (mpack_once(&seen, 0x8) ||
+                mpack_get_u64(v, UINT64_MAX, &rc->seq))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "tb")) {
-            if (mr_once(&seen, 0x10) || mr_getbool(v, &rc->tomb))
+        } else if (mpack_key_is(k, "tb")) {
+            if (mpack_once(&seen, 0x10) || mpack_get_bool(v, &rc->tomb))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "ta")) {
-            if (mr_once(&seen, 0x20) || mr_getu(v, INT64_MAX, &u))
+        } else if (mpack_key_is(k, "ta")) {
+            if (mpack_once(&seen, 0x20) || mpack_get_u64(v, INT64_MAX, &u))
                 return RM_E_PROTO;
             rc->tomb_at = (int64_t)u;
-        } else if (mr_keyis(k, "c")) {
-            if (mr_once(&seen, 0x40) || mr_getbin(v, rc->owner, MREPL_PK))
+        } else if (mpack_key_is(k, "c")) {
+            if (mpack_once(&seen, 0x40) ||
+                mpack_get_bin(v, rc->owner, MREPL_PK))
                 return RM_E_PROTO;
             rc->has_owner = 1;
-        } else if (mr_keyis(k, "ep")) {
-            if (mr_once(&seen, 0x80) || mr_getu(v, UINT64_MAX, &rc->epoch))
+        } else if (mpack_key_is(k, "ep")) {
+            if (mpack_once(&seen, 0x80) ||
+                mpack_get_u64(v, UINT64_MAX, &rc->epoch))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "f")) {
-            if (mr_once(&seen, 0x100) ||
-                mr_getstr(v, rc->mail_from, sizeof(rc->mail_from)))
+        } else if (mpack_key_is(k, "f")) {
+            if (mpack_once(&seen, 0x100) ||
+                mpack_get_str(v, rc->mail_from, sizeof(rc->mail_from)))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "e")) {
-            if (mr_once(&seen, 0x200) ||
-                mr_getstr(v, rc->envid, sizeof(rc->envid)))
+        } else if (mpack_key_is(k, "e")) {
+            if (mpack_once(&seen, 0x200) ||
+                mpack_get_str(v, rc->envid, sizeof(rc->envid)))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "rt")) {
-            if (mr_once(&seen, 0x400) || mr_getu(v, 2, &u))
+        } else if (mpack_key_is(k, "rt")) {
+            if (mpack_once(&seen, 0x400) || mpack_get_u64(v, 2, &u))
                 return RM_E_PROTO;
             rc->ret = (unsigned)u;
-        } else if (mr_keyis(k, "b")) {
-            if (mr_once(&seen, 0x800) || mr_getu(v, 2, &u))
+        } else if (mpack_key_is(k, "b")) {
+            if (mpack_once(&seen, 0x800) || mpack_get_u64(v, 2, &u))
                 return RM_E_PROTO;
             rc->body = (unsigned)u;
-        } else if (mr_keyis(k, "u")) {
-            if (mr_once(&seen, 0x1000) || mr_getbool(v, &rc->smtputf8))
+        } else if (mpack_key_is(k, "u")) {
+            if (mpack_once(&seen, 0x1000) || mpack_get_bool(v, &rc->smtputf8))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "a")) {
-            if (mr_once(&seen, 0x2000) || mr_getu(v, INT64_MAX, &u))
+        } else if (mpack_key_is(k, "a")) {
+            if (mpack_once(&seen, 0x2000) || mpack_get_u64(v, INT64_MAX, &u))
                 return RM_E_PROTO;
             rc->arrival = (int64_t)u;
-        } else if (mr_keyis(k, "z")) {
-            if (mr_once(&seen, 0x4000) || mr_getu(v, MREPL_SIZE_MAX, &rc->size))
+        } else if (mpack_key_is(k, "z")) {
+            if (mpack_once(&seen, 0x4000) ||
+                mpack_get_u64(v, MREPL_SIZE_MAX, &rc->size))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "p")) {
-            if (mr_once(&seen, 0x8000) || v->type != MSGPACK_OBJECT_ARRAY ||
+        } else if (mpack_key_is(k, "p")) {
+            if (mpack_once(&seen, 0x8000) || v->type != MSGPACK_OBJECT_ARRAY ||
                 v->via.array.size > MREPL_REPLICAS_MAX)
                 return RM_E_PROTO;
             for (uint32_t j = 0; j < v->via.array.size; j++)
-                if (mr_getbin(&v->via.array.ptr[j], rc->replicas[j], MREPL_PK))
+                if (mpack_get_bin(&v->via.array.ptr[j], rc->replicas[j],
+                                  MREPL_PK))
                     return RM_E_PROTO;
             rc->nreplicas = v->via.array.size;
-        } else if (mr_keyis(k, "t")) {
-            if (mr_once(&seen, 0x10000) || v->type != MSGPACK_OBJECT_ARRAY ||
+        } else if (mpack_key_is(k, "t")) {
+            if (mpack_once(&seen, 0x10000) || v->type != MSGPACK_OBJECT_ARRAY ||
                 v->via.array.size == 0 || v->via.array.size > MREPL_RCPTS_MAX)
                 return RM_E_PROTO;
             for (uint32_t j = 0; j < v->via.array.size; j++)
@@ -422,14 +376,15 @@ mr_put_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mr_keyis(k, "r")) {
-            if (mr_once(&seen, 1) || mrepl_rec_decode_obj(v, &p->rec))
+        if (mpack_key_is(k, "r")) {
+            if (mpack_once(&seen, 1) || mrepl_rec_decode_obj(v, &p->rec))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "o")) {
-            if (mr_once(&seen, 2) || mr_getu(v, MREPL_SIZE_MAX, &p->off))
+        } else if (mpack_key_is(k, "o")) {
+            if (mpack_once(&seen, 2) ||
+                mpack_get_u64(v, MREPL_SIZE_MAX, &p->off))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "d")) {
-            if (mr_once(&seen, 4) || v->type != MSGPACK_OBJECT_BIN ||
+        } else if (mpack_key_is(k, "d")) {
+            if (mpack_once(&seen, 4) || v->type != MSGPACK_OBJECT_BIN ||
                 v->via.bin.size == 0 || v->via.bin.size > MREPL_CHUNK_MAX)
                 return RM_E_PROTO;
             p->data = (const uint8_t *)v->via.bin.ptr;
@@ -462,11 +417,11 @@ mr_ack_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mr_keyis(k, "k")) {
-            if (mr_once(&seen, 1) || mr_getbin(v, a->key, MREPL_KEY_LEN))
+        if (mpack_key_is(k, "k")) {
+            if (mpack_once(&seen, 1) || mpack_get_bin(v, a->key, MREPL_KEY_LEN))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "s")) {
-            if (mr_once(&seen, 2) || mr_getu(v, UINT64_MAX, &a->seq))
+        } else if (mpack_key_is(k, "s")) {
+            if (mpack_once(&seen, 2) || mpack_get_u64(v, UINT64_MAX, &a->seq))
                 return RM_E_PROTO;
         }
     }
@@ -491,20 +446,21 @@ mr_sum_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mr_keyis(k, "o")) {
-            if (mr_once(&seen, 1) || mr_getbin(v, s->origin, MREPL_PK))
+        if (mpack_key_is(k, "o")) {
+            if (mpack_once(&seen, 1) || mpack_get_bin(v, s->origin, MREPL_PK))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "n")) {
-            if (mr_once(&seen, 2) || mr_getu(v, UINT64_MAX, &s->n))
+        } else if (mpack_key_is(k, "n")) {
+            if (mpack_once(&seen, 2) || mpack_get_u64(v, UINT64_MAX, &s->n))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "s")) {
-            if (mr_once(&seen, 4) || mr_getu(v, UINT64_MAX, &s->seq))
+        } else if (mpack_key_is(k, "s")) {
+            if (mpack_once(&seen, 4) || mpack_get_u64(v, UINT64_MAX, &s->seq))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "h")) {
-            if (mr_once(&seen, 8) || mr_getbin(v, s->digest, MREPL_DIGEST))
+        } else if (mpack_key_is(k, "h")) {
+            if (mpack_once(&seen, 8) ||
+                mpack_get_bin(v, s->digest, MREPL_DIGEST))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "w")) {
-            if (mr_once(&seen, 16) || mr_getbool(v, &s->want))
+        } else if (mpack_key_is(k, "w")) {
+            if (mpack_once(&seen, 16) || mpack_get_bool(v, &s->want))
                 return RM_E_PROTO;
         }
     }
@@ -529,11 +485,11 @@ mr_recmsg_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mr_keyis(k, "o")) {
-            if (mr_once(&seen, 1) || mr_getbin(v, m->origin, MREPL_PK))
+        if (mpack_key_is(k, "o")) {
+            if (mpack_once(&seen, 1) || mpack_get_bin(v, m->origin, MREPL_PK))
                 return RM_E_PROTO;
-        } else if (mr_keyis(k, "m")) {
-            if (mr_once(&seen, 2) || v->type != MSGPACK_OBJECT_BIN ||
+        } else if (mpack_key_is(k, "m")) {
+            if (mpack_once(&seen, 2) || v->type != MSGPACK_OBJECT_BIN ||
                 v->via.bin.size == 0 || v->via.bin.size > MREPL_RECON_MAX)
                 return RM_E_PROTO;
             m->msg = (const uint8_t *)v->via.bin.ptr;

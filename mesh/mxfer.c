@@ -167,45 +167,7 @@ mxfer_res_encode(struct buf *out, const struct mxfer_res *rs)
 
 /* ---- reading ----------------------------------------------------------- */
 
-static int
-mx_keyis(const msgpack_object *k, const char *s)
-{
-    size_t n = strlen(s);
-
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-           memcmp(k->via.str.ptr, s, n) == 0;
-}
-
-static int
-mx_getstr(const msgpack_object *v, char *out, size_t outsz)
-{
-    if (v->type != MSGPACK_OBJECT_STR || v->via.str.size >= outsz ||
-        memchr(v->via.str.ptr, '\0', v->via.str.size) != NULL)
-        return RM_E_PROTO;
-    memcpy(out, v->via.str.ptr, v->via.str.size);
-    out[v->via.str.size] = '\0';
-    return 0;
-}
-
-static int
-mx_getu(const msgpack_object *v, uint64_t max, uint64_t *out)
-{
-    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 > max)
-        return RM_E_PROTO;
-    *out = v->via.u64;
-    return 0;
-}
-
 /* Each key once: bit i of *seen for key i. */
-static int
-mx_once(unsigned *seen, unsigned bit)
-{
-    if (*seen & bit)
-        return RM_E_PROTO;
-    *seen |= bit;
-    return 0;
-}
-
 static int
 mx_rcpt_obj(const msgpack_object *o, struct mxfer_rcpt *rc)
 {
@@ -219,15 +181,17 @@ mx_rcpt_obj(const msgpack_object *o, struct mxfer_rcpt *rc)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mx_keyis(k, "a")) {
-            if (mx_once(&seen, 1) || mx_getstr(v, rc->addr, sizeof(rc->addr)) ||
+        if (mpack_key_is(k, "a")) {
+            if (mpack_once(&seen, 1) ||
+                mpack_get_str(v, rc->addr, sizeof(rc->addr)) ||
                 rc->addr[0] == '\0')
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "o")) {
-            if (mx_once(&seen, 2) || mx_getstr(v, rc->orcpt, sizeof(rc->orcpt)))
+        } else if (mpack_key_is(k, "o")) {
+            if (mpack_once(&seen, 2) ||
+                mpack_get_str(v, rc->orcpt, sizeof(rc->orcpt)))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "n")) {
-            if (mx_once(&seen, 4) || mx_getu(v, 15, &u))
+        } else if (mpack_key_is(k, "n")) {
+            if (mpack_once(&seen, 4) || mpack_get_u64(v, 15, &u))
                 return RM_E_PROTO;
             rc->notify = (unsigned)u;
         }
@@ -249,38 +213,39 @@ mx_begin_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mx_keyis(k, "x")) {
-            if (mx_once(&seen, 0x01) || mx_getu(v, UINT64_MAX, &b->x))
+        if (mpack_key_is(k, "x")) {
+            if (mpack_once(&seen, 0x01) || mpack_get_u64(v, UINT64_MAX, &b->x))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "m")) {
-            if (mx_once(&seen, 0x02) || mx_getstr(v, b->id, sizeof(b->id)) ||
-                b->id[0] == '\0')
+        } else if (mpack_key_is(k, "m")) {
+            if (mpack_once(&seen, 0x02) ||
+                mpack_get_str(v, b->id, sizeof(b->id)) || b->id[0] == '\0')
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "f")) {
-            if (mx_once(&seen, 0x04) ||
-                mx_getstr(v, b->mail_from, sizeof(b->mail_from)))
+        } else if (mpack_key_is(k, "f")) {
+            if (mpack_once(&seen, 0x04) ||
+                mpack_get_str(v, b->mail_from, sizeof(b->mail_from)))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "e")) {
-            if (mx_once(&seen, 0x08) ||
-                mx_getstr(v, b->envid, sizeof(b->envid)))
+        } else if (mpack_key_is(k, "e")) {
+            if (mpack_once(&seen, 0x08) ||
+                mpack_get_str(v, b->envid, sizeof(b->envid)))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "r")) {
-            if (mx_once(&seen, 0x10) || mx_getu(v, 2, &u))
+        } else if (mpack_key_is(k, "r")) {
+            if (mpack_once(&seen, 0x10) || mpack_get_u64(v, 2, &u))
                 return RM_E_PROTO;
             b->ret = (unsigned)u;
-        } else if (mx_keyis(k, "b")) {
-            if (mx_once(&seen, 0x20) || mx_getu(v, 2, &u))
+        } else if (mpack_key_is(k, "b")) {
+            if (mpack_once(&seen, 0x20) || mpack_get_u64(v, 2, &u))
                 return RM_E_PROTO;
             b->body = (unsigned)u;
-        } else if (mx_keyis(k, "u")) {
-            if (mx_once(&seen, 0x40) || v->type != MSGPACK_OBJECT_BOOLEAN)
+        } else if (mpack_key_is(k, "u")) {
+            if (mpack_once(&seen, 0x40) || v->type != MSGPACK_OBJECT_BOOLEAN)
                 return RM_E_PROTO;
             b->smtputf8 = v->via.boolean ? 1 : 0;
-        } else if (mx_keyis(k, "z")) {
-            if (mx_once(&seen, 0x80) || mx_getu(v, MXFER_SIZE_MAX, &b->size))
+        } else if (mpack_key_is(k, "z")) {
+            if (mpack_once(&seen, 0x80) ||
+                mpack_get_u64(v, MXFER_SIZE_MAX, &b->size))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "t")) {
-            if (mx_once(&seen, 0x100) || v->type != MSGPACK_OBJECT_ARRAY ||
+        } else if (mpack_key_is(k, "t")) {
+            if (mpack_once(&seen, 0x100) || v->type != MSGPACK_OBJECT_ARRAY ||
                 v->via.array.size == 0 || v->via.array.size > MXFER_RCPTS_MAX)
                 return RM_E_PROTO;
             for (uint32_t j = 0; j < v->via.array.size; j++)
@@ -306,14 +271,15 @@ mx_data_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mx_keyis(k, "x")) {
-            if (mx_once(&seen, 1) || mx_getu(v, UINT64_MAX, &d->x))
+        if (mpack_key_is(k, "x")) {
+            if (mpack_once(&seen, 1) || mpack_get_u64(v, UINT64_MAX, &d->x))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "o")) {
-            if (mx_once(&seen, 2) || mx_getu(v, MXFER_SIZE_MAX, &d->off))
+        } else if (mpack_key_is(k, "o")) {
+            if (mpack_once(&seen, 2) ||
+                mpack_get_u64(v, MXFER_SIZE_MAX, &d->off))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "d")) {
-            if (mx_once(&seen, 4) || v->type != MSGPACK_OBJECT_BIN ||
+        } else if (mpack_key_is(k, "d")) {
+            if (mpack_once(&seen, 4) || v->type != MSGPACK_OBJECT_BIN ||
                 v->via.bin.size == 0 || v->via.bin.size > MXFER_CHUNK_MAX)
                 return RM_E_PROTO;
             d->data = (const uint8_t *)v->via.bin.ptr;
@@ -336,11 +302,12 @@ mx_ack_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mx_keyis(k, "x")) {
-            if (mx_once(&seen, 1) || mx_getu(v, UINT64_MAX, &a->x))
+        if (mpack_key_is(k, "x")) {
+            if (mpack_once(&seen, 1) || mpack_get_u64(v, UINT64_MAX, &a->x))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "o")) {
-            if (mx_once(&seen, 2) || mx_getu(v, MXFER_SIZE_MAX, &a->off))
+        } else if (mpack_key_is(k, "o")) {
+            if (mpack_once(&seen, 2) ||
+                mpack_get_u64(v, MXFER_SIZE_MAX, &a->off))
                 return RM_E_PROTO;
         }
     }
@@ -360,17 +327,18 @@ mx_result_obj(const msgpack_object *o, struct mxfer_result *r)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mx_keyis(k, "c")) {
-            if (mx_once(&seen, 1) || mx_getu(v, MXFER_DEFERRED, &u))
+        if (mpack_key_is(k, "c")) {
+            if (mpack_once(&seen, 1) || mpack_get_u64(v, MXFER_DEFERRED, &u))
                 return RM_E_PROTO;
             r->outcome = (enum mxfer_outcome)u;
-        } else if (mx_keyis(k, "s")) {
-            if (mx_once(&seen, 2) ||
-                mx_getstr(v, r->status, sizeof(r->status)) ||
+        } else if (mpack_key_is(k, "s")) {
+            if (mpack_once(&seen, 2) ||
+                mpack_get_str(v, r->status, sizeof(r->status)) ||
                 !mx_status_ok(r->status))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "d")) {
-            if (mx_once(&seen, 4) || mx_getstr(v, r->diag, sizeof(r->diag)))
+        } else if (mpack_key_is(k, "d")) {
+            if (mpack_once(&seen, 4) ||
+                mpack_get_str(v, r->diag, sizeof(r->diag)))
                 return RM_E_PROTO;
         }
     }
@@ -391,11 +359,11 @@ mx_res_obj(const msgpack_object *o, void *arg)
         const msgpack_object *k = &o->via.map.ptr[i].key;
         const msgpack_object *v = &o->via.map.ptr[i].val;
 
-        if (mx_keyis(k, "x")) {
-            if (mx_once(&seen, 1) || mx_getu(v, UINT64_MAX, &rs->x))
+        if (mpack_key_is(k, "x")) {
+            if (mpack_once(&seen, 1) || mpack_get_u64(v, UINT64_MAX, &rs->x))
                 return RM_E_PROTO;
-        } else if (mx_keyis(k, "t")) {
-            if (mx_once(&seen, 2) || v->type != MSGPACK_OBJECT_ARRAY ||
+        } else if (mpack_key_is(k, "t")) {
+            if (mpack_once(&seen, 2) || v->type != MSGPACK_OBJECT_ARRAY ||
                 v->via.array.size == 0 || v->via.array.size > MXFER_RCPTS_MAX)
                 return RM_E_PROTO;
             for (uint32_t j = 0; j < v->via.array.size; j++)
