@@ -1669,6 +1669,16 @@ out:
 /* ---- gate for a returning origin
  * ------------------------------------------------ */
 
+#define MR_GATE_MIN_S 60
+
+static uint64_t
+mr_gate_cap_s(const struct mesh_repl *r)
+{
+    uint64_t g = r->n->cfg->mesh_takeover_grace;
+
+    return g > MR_GATE_MIN_S ? g : MR_GATE_MIN_S;
+}
+
 int
 mesh_repl_may_deliver(struct mesh *m, const char *qid)
 {
@@ -1679,7 +1689,11 @@ mesh_repl_may_deliver(struct mesh *m, const char *qid)
 
     if (r == NULL || r->stopping || r->gate_open || !mesh__is_member(m))
         return 1;
-    if (mr_mono_s(r) - r->start_s >= r->n->cfg->mesh_takeover_grace / 2) {
+    /* A replica that is alive but never completes its repair must not
+       hold the mail back for ever: after the grace (at least a minute)
+       the origin delivers. Replicas only take over from a dead origin,
+       so waiting here delays mail but never sends it twice. */
+    if (mr_mono_s(r) - r->start_s >= mr_gate_cap_s(r)) {
         r->gate_open = 1;
         return 1;
     }
