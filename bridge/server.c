@@ -28,6 +28,7 @@
 #include "common/rm_error.h"
 #include "node/auth_cache.h"
 #include "node/ctl_codec.h"
+#include "node/mesh.h"
 #include "node/mesh_conn.h"
 #include "node/mime_parse.h"
 #include "node/ratelimit.h"
@@ -874,27 +875,30 @@ bs_ci_contains(const char *hay, const char *needle)
     return n == 0;
 }
 
+/* One entry of the directory: this node's users, then the other
+   offices' (an address announced twice counts once). */
 static int
-bs_resolve_cb(void *arg, const struct store_user *u)
+bs_resolve_addr(struct bs_resolve *r, const char *addr)
 {
-    struct bs_resolve *r = arg;
-    const char *at = strrchr(u->address, '@');
-    size_t lp = at ? (size_t)(at - u->address) : strlen(u->address);
+    const char *at = strrchr(addr, '@');
+    size_t lp = at ? (size_t)(at - addr) : strlen(addr);
     int exact, part;
     char *copy;
 
-    exact =
-        strcmp(u->address, r->canon) == 0 ||
-        (strlen(r->name) == lp && strncasecmp(u->address, r->name, lp) == 0);
-    part = !exact && r->partial && bs_ci_contains(u->address, r->name);
+    exact = strcmp(addr, r->canon) == 0 ||
+            (strlen(r->name) == lp && strncasecmp(addr, r->name, lp) == 0);
+    part = !exact && r->partial && bs_ci_contains(addr, r->name);
     if (!exact && !part)
         return 0;
+    for (unsigned i = 0; i < r->nstrs; i++)
+        if (strcmp(r->strs[i], addr) == 0)
+            return 0;
     if (exact ? r->nexact == BPROTO_MATCHES_MAX
               : r->npart == BPROTO_MATCHES_MAX) {
         *(exact ? &r->more_exact : &r->more_part) = 1;
         return 0;
     }
-    if ((copy = strdup(u->address)) == NULL)
+    if ((copy = strdup(addr)) == NULL)
         return -ENOMEM;
     r->strs[r->nstrs++] = copy;
     if (exact)
@@ -902,6 +906,19 @@ bs_resolve_cb(void *arg, const struct store_user *u)
     else
         r->part[r->npart++] = (struct bproto_addr){"", copy};
     return 0;
+}
+
+static int
+bs_resolve_cb(void *arg, const struct store_user *u)
+{
+    return bs_resolve_addr(arg, u->address);
+}
+
+static int
+bs_resolve_mesh_cb(void *arg, const char *addr, const char *node)
+{
+    (void)node;
+    return bs_resolve_addr(arg, addr);
 }
 
 static void
@@ -922,6 +939,11 @@ bs_op_resolve(struct bsess *s, const struct bproto_req *q)
     if (store_addr_canon(r->name, r->canon, sizeof(r->canon)) != 0)
         r->canon[0] = '\0';
     rc = store_user_list(s->b->n->store, bs_resolve_cb, r);
+    if (rc == 0 || rc == RM_E_NOTFOUND) {
+        int mrc = mesh_users_each(s->b->n->mesh, bs_resolve_mesh_cb, r);
+        if (mrc != 0)
+            rc = mrc;
+    }
     memset(&res, 0, sizeof(res));
     res.ok = 1;
     if (rc != 0 && rc != RM_E_NOTFOUND) {

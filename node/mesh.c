@@ -3149,6 +3149,24 @@ mesh_route(struct mesh *m, const char *addr, size_t len, struct mesh_home *home)
     return 0;
 }
 
+int
+mesh_users_each(struct mesh *m, mesh_users_cb cb, void *arg)
+{
+    if (m == NULL)
+        return 0;
+    for (struct mesh_peer *p = m->peers; p; p = p->next) {
+        if (p->revoked || !p->has_chain || p->rec == NULL ||
+            p->state == SWIM_LEFT || mesh_is_self(m, p->pk))
+            continue;
+        for (unsigned i = 0; i < p->rec->n_users; i++) {
+            int rc = cb(arg, p->rec->users[i], p->name);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
 struct node *
 mesh__node(struct mesh *m)
 {

@@ -92,6 +92,14 @@ int mesh_route(struct mesh *m, const char *addr, size_t len,
    dial is started when one is due). */
 int mesh_reach(struct mesh *m, const uint8_t pk[32]);
 
+/* The user directory of the other offices: cb(arg, address, node name)
+   for every user the current record of a member announces (revoked
+   members and members that left do not count; this node's own users are
+   in the store). A non-zero return from cb stops the walk and is
+   returned. 0 with m NULL. */
+typedef int (*mesh_users_cb)(void *arg, const char *addr, const char *node);
+int mesh_users_each(struct mesh *m, mesh_users_cb cb, void *arg);
+
 /* The "mesh" part of `relaymesh status`: one map value. */
 void mesh_status_enc(struct mesh *m, struct ctl_enc *e);
 

@@ -29,11 +29,15 @@ def fingerprint(node):
 class Bridge:
     """One channel to a node's bridge (one session)."""
 
-    def __init__(self, node, fp=None, hangup=False):
+    def __init__(self, node, fp=None, hangup=False, prefix=(), port=None):
+        """prefix: argv to run the channel under (a namespace's `ip netns
+        exec NS`); port: the bridge port when node has no bridge_port."""
         if not PIPE:
             pytest.skip("BRIDGE_PIPE_BIN not set")
         self.p = subprocess.Popen(
-            [PIPE, "127.0.0.1:%d" % node.bridge_port, fp or fingerprint(node)]
+            list(prefix) +
+            [PIPE, "127.0.0.1:%d" % (port or node.bridge_port),
+             fp or fingerprint(node)]
             + (["--hangup"] if hangup else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)

@@ -193,6 +193,36 @@ def test_rcpt_checks_the_home_nodes_users(offices):
     assert res[0][0] == 550 and res[1][0] == 250, res
 
 
+def test_bridge_resolves_the_other_offices_users(offices):
+    """A mail program at office A finds B's users by name: the bridge's
+    directory is this node's users plus those the other offices'
+    records announce."""
+    pytest.importorskip("msgpack")
+    from test_bridge import Bridge
+    net, nodes = offices
+    st = json.loads(nodes[1].ok("status", "--json"))
+    b = Bridge(nodes[1], fp=st["identity"]["fingerprint"],
+               prefix=net._argv(1, []), port=4751)
+    try:
+        b.ok("logon", v=1, user="sender@a.test", password="pw-12345",
+             client="test_mesh_routing")
+        r = b.ok("resolve", name="u3@b.test")
+        assert r["exact"] and [m["address"] for m in r["matches"]] == \
+            ["u3@b.test"], r
+        r = b.ok("resolve", name="u2")
+        assert r["exact"] and [m["address"] for m in r["matches"]] == \
+            ["u2@b.test"], r
+        r = b.ok("resolve", name="@b.test", partial=True)
+        assert not r["exact"]
+        assert sorted(m["address"] for m in r["matches"]) == B_USERS, r
+        r = b.ok("resolve", name="sender", partial=True)
+        assert r["exact"] and sorted(m["address"] for m in r["matches"]) \
+            == ["sender@a.test", "sender@c.test"], r
+        assert b.ok("resolve", name="nobody@b.test").get("matches", []) == []
+    finally:
+        b.close()
+
+
 def test_branch_outage_is_stored_and_forwarded_exactly_once(offices):
     net, nodes = offices
     n_msgs = 200
