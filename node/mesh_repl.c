@@ -68,10 +68,18 @@ struct mr_peer {
     uint64_t next_sum_s; /* monotonic seconds */
 };
 
+/* An rput with the message sent to a replica and not yet acknowledged.
+   The entries of one record (one per replica it went to) share accept_ns
+   and want, and count the acks of their siblings, so that the last ack
+   can say how long the record took to be durable on all its replicas
+   without a second table. */
 struct mr_lag {
     uint8_t peer[MREPL_PK];
     uint8_t key[MREPL_KEY_LEN];
     int64_t sent_ms;
+    uint64_t accept_ns; /* uv_hrtime() when the queue handed it over */
+    uint8_t want;       /* replicas chosen for the record */
+    uint8_t acked;      /* of them, acknowledged so far */
 };
 
 struct mesh_repl {
@@ -243,6 +251,7 @@ struct mr_op {
     char ra_key[3 + STORE_QID_LEN];
     char rt_key[MR_TKEY];
     struct buf ra_val;
+    uint64_t accept_ns; /* uv_hrtime() at mesh_repl_accepted() */
 };
 
 static void
@@ -360,8 +369,10 @@ mr_link_to(struct mesh_repl *r, const uint8_t pk[MREPL_PK])
 
 static void
 mr_lag_add(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
-           const uint8_t key[MREPL_KEY_LEN])
+           const uint8_t key[MREPL_KEY_LEN], uint64_t accept_ns, unsigned want)
 {
+    /* Full: the oldest goes. Its record then never reaches `want` acks
+       here, so repl.durable is missed for it rather than logged early. */
     if (r->nlag == MR_LAG_MAX) {
         memmove(&r->lag[0], &r->lag[1], (MR_LAG_MAX - 1) * sizeof(r->lag[0]));
         r->nlag--;
@@ -369,21 +380,43 @@ mr_lag_add(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
     memcpy(r->lag[r->nlag].peer, peer, MREPL_PK);
     memcpy(r->lag[r->nlag].key, key, MREPL_KEY_LEN);
     r->lag[r->nlag].sent_ms = mr_wall_ms();
+    r->lag[r->nlag].accept_ns = accept_ns;
+    r->lag[r->nlag].want = (uint8_t)want;
+    r->lag[r->nlag].acked = 0;
     r->nlag++;
 }
 
+/* peer acknowledged the record key. When that was the last of the
+   replicas it was sent to, and it went to all it was meant for, the record
+   is durable on them all: log how long that took from its acceptance. */
 static void
 mr_lag_del(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
            const uint8_t key[MREPL_KEY_LEN])
 {
-    for (unsigned i = 0; i < r->nlag; i++)
+    struct mr_lag done;
+    unsigned i, acked, left = 0;
+
+    for (i = 0; i < r->nlag; i++)
         if (memcmp(r->lag[i].peer, peer, MREPL_PK) == 0 &&
-            memcmp(r->lag[i].key, key, MREPL_KEY_LEN) == 0) {
-            memmove(&r->lag[i], &r->lag[i + 1],
-                    (r->nlag - i - 1) * sizeof(r->lag[0]));
-            r->nlag--;
-            return;
+            memcmp(r->lag[i].key, key, MREPL_KEY_LEN) == 0)
+            break;
+    if (i == r->nlag)
+        return; /* not ours, or pushed out of the table */
+    done = r->lag[i];
+    memmove(&r->lag[i], &r->lag[i + 1], (r->nlag - i - 1) * sizeof(r->lag[0]));
+    r->nlag--;
+    acked = done.acked + 1u;
+    for (i = 0; i < r->nlag; i++)
+        if (memcmp(r->lag[i].key, key, MREPL_KEY_LEN) == 0) {
+            r->lag[i].acked = (uint8_t)acked;
+            left++;
         }
+    if (left == 0 && acked == done.want) {
+        /* The key ends with the queue id (mrepl_key()). */
+        log_info("event=repl.durable qid=%.*s replicas=%u ms=%.3f",
+                 MREPL_QID_LEN, (const char *)key + MREPL_KEY_ORIGIN, acked,
+                 (double)(uv_hrtime() - done.accept_ns) / 1e6);
+    }
 }
 
 /* Send rec (with the message when data is given) on link. */
@@ -539,7 +572,8 @@ mr_new_saved(struct mr_op *op, int status)
                      op->qid, name);
             continue;
         }
-        mr_lag_add(r, op->rec->replicas[i], key);
+        mr_lag_add(r, op->rec->replicas[i], key, op->accept_ns,
+                   op->rec->nreplicas);
     }
 }
 
@@ -563,6 +597,9 @@ mesh_repl_accepted(struct mesh *m, const char *qid)
         return; /* taken over: replicated under its origin's key */
     if ((op = mr_op_new(r)) == NULL)
         return;
+    /* Called from the commit callback, in the loop turn that queues the
+       250: the clock of repl.durable starts with the client's reply. */
+    op->accept_ns = uv_hrtime();
     memset(op->rec, 0, sizeof(*op->rec));
     c.rec = op->rec;
     c.first = 1;
