@@ -228,6 +228,64 @@ def test_client_hangs_up_while_waiting(cluster):
     assert "event=smtp.withdraw" in log
 
 
+def bridge_to(net, nodes, i):
+    """A bridge session to node i from inside its namespace, logged on
+    as a new user of it."""
+    from test_bridge import PIPE, Bridge
+    if not PIPE:
+        pytest.skip("BRIDGE_PIPE_BIN not set")
+    pytest.importorskip("msgpack")
+    user = "mapi@n%d.example" % i
+    r = subprocess.run([BIN, "-c", nodes[i].conf, "user", "add", user],
+                       input=b"pw-12345\n", capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    fp = nodes[i].status()["identity"]["fingerprint"]
+    b = Bridge.__new__(Bridge)
+    b.p = net.run(i, [PIPE, "127.0.0.1:4751", fp], stdin=subprocess.PIPE,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    b.next_id = 0
+    b.logon(user=user, password="pw-12345")
+    return b
+
+
+def bridge_send(b):
+    t0 = time.time()
+    r = b.call("send", to=[{"name": "", "address": "far@internet.test"}],
+               cc=[], subject="bridge", body="hi\r\n", attachments=[])
+    return r, time.time() - t0
+
+
+def test_bridge_send_obeys_ack_replicas(cluster):
+    net, nodes, sink = cluster
+    b = bridge_to(net, nodes, 1)
+    try:
+        r, took = bridge_send(b)
+        assert r["ok"], r
+        print("ack: bridge send ok after %.3f s" % took)
+        mid = r["r"]["message_id"]
+        wait_for(lambda: mid in sink_ids(sink) or
+                 "<%s>" % mid in sink_ids(sink),
+                 60 * SLOW, "the bridge's message at the sink")
+        at_sink = len(sink_ids(sink))
+        timeouts = nodes[1].repl().get("ack_timeouts", 0)
+        net.isolate(3)
+        try:
+            r, took = bridge_send(b)
+            print("ack: bridge send refused after %.3f s" % took)
+            assert not r["ok"], r
+            assert r["err"]["code"] == "try_later", r
+            assert "451 4.4.3" in r["err"]["msg"], r
+            assert took >= ACK_TIMEOUT * 0.9, took
+            assert nodes[1].repl().get("ack_timeouts") == timeouts + 1
+            assert nodes[1].queue_len() == 0
+        finally:
+            heal_and_settle(net, nodes, 3)
+    finally:
+        b.close()
+    assert_withdrawn_everywhere(nodes, sink, "-")
+    assert len(sink_ids(sink)) == at_sink
+
+
 def test_ack_replicas_above_replicas_is_a_config_error(tmp_path):
     if BIN is None:
         pytest.skip("RELAYMESH_BIN not set")
@@ -260,3 +318,23 @@ def test_a_node_outside_a_mesh_refuses_mail_it_would_replicate(
         s.rset()
         assert s.sendmail("bob@outside.test", ["alice@localhost"],
                           b"Subject: y\r\n\r\nhi\r\n") == {}
+    # The bridge's send goes the same way.
+    from test_bridge import PIPE, Bridge
+    if not PIPE:
+        return
+    pytest.importorskip("msgpack")
+    b = Bridge(nd)
+    try:
+        b.logon()
+        r = b.call("send", to=[{"name": "", "address": "joe@far.test"}],
+                   cc=[], subject="x", body="hi\r\n", attachments=[])
+        assert not r["ok"] and r["err"]["code"] == "try_later", r
+        assert "451 4.4.3" in r["err"]["msg"], r
+        b.ok("send", to=[{"name": "", "address": "alice@localhost"}], cc=[],
+             subject="y", body="hi\r\n", attachments=[])
+    finally:
+        b.close()
+    logs = nd.stdout() + nd.stderr()
+    assert "event=smtp.reject_unreplicated" in logs
+    assert "this node is not in a mesh" in logs
+    assert "event=bridge.send_unreplicated" in logs
