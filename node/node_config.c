@@ -1369,11 +1369,10 @@ cfg_finish(struct cfg_parse *ps)
     if (cfg->mesh_ack_replicas > cfg->mesh_replicas) {
         cfg_fail(ps,
                  "mesh.ack_replicas (%u) is larger than mesh.replicas (%u): "
-                 "a message is copied to only %u peers, so that many "
-                 "acknowledgements can never arrive; lower ack_replicas or "
-                 "raise replicas",
-                 cfg->mesh_ack_replicas, cfg->mesh_replicas,
-                 cfg->mesh_replicas);
+                 "a message is copied to only mesh.replicas peers, so that "
+                 "many acknowledgements can never arrive; lower ack_replicas "
+                 "or raise replicas",
+                 cfg->mesh_ack_replicas, cfg->mesh_replicas);
         return RM_E_CONFIG;
     }
     if (cfg->max_header_size > cfg->max_message_size) {
