@@ -1220,6 +1220,7 @@ test_queue_withdraw(void **state)
                      RM_E_INVAL);
     assert_int_equal(store_queue_withdraw(f.st, t.m.qid, w, 0, done_cb, NULL),
                      RM_E_INVAL);
+    tmsg_free(&t);
     fx_done(&f);
 }
 
