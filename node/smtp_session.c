@@ -890,10 +890,9 @@ smtp_add_missing_headers(struct smtp_session *s)
     s->msg.data[s->msg.len] = '\0';
 }
 
-/* The message is complete: judge it, then hand it to the store. The reply
-   is sent from smtp_commit_done() (durability before 250). */
-/* RFC 3463 §3.5 (X.4.3: routing server failure): the mesh could not
-   take the copies [mesh] ack_replicas asks for. */
+/* RFC 3463 §3.5, X.4.3 (a server the network needed to forward the
+   message was unavailable): the mesh peers that were to hold the copies
+   [mesh] ack_replicas asks for did not. Persistent transient: 451. */
 #define SMTP_REPLY_UNREPLICATED                                                \
     "451 4.4.3 Not enough mesh replicas reachable to hold the message; try "   \
     "again later"
@@ -929,6 +928,9 @@ smtp_replwait_prepare(struct smtp_session *s)
     return -1;
 }
 
+/* The message is complete: judge it, then hand it to the store. The reply
+   is sent from smtp_commit_done() (durability before 250) or, with
+   [mesh] ack_replicas, from smtp_replicated(). */
 static void
 smtp_end_message(struct smtp_session *s)
 {

@@ -228,11 +228,22 @@ def test_client_hangs_up_while_waiting(cluster):
                  30 * SLOW, "the withdrawal done")
         assert nodes[1].proc.poll() is None, nodes[1].tail()
         assert nodes[1].queue_len() == 0
+        # Gone right after the dot: most likely while the message is
+        # still being committed, which ends the same way.
+        r = net.call(1, [netns.PYTHON, "-c", HANGUP_SCRIPT, "ack-gone2@test",
+                         "0"], timeout=60 * SLOW)
+        assert r.returncode == 0, r.stderr.decode()
+        wait_for(lambda: nodes[1].repl().get("ack_cancelled", 0) == 2,
+                 30 * SLOW, "the second wait cancelled")
+        wait_for(lambda: nodes[1].repl().get("ack_waiting", 1) == 0,
+                 30 * SLOW, "the second withdrawal done")
+        assert nodes[1].queue_len() == 0
         # Still serving.
         assert nodes[1].cli("status").returncode == 0
     finally:
         heal_and_settle(net, nodes, 3)
     assert_withdrawn_everywhere(nodes, sink, "ack-gone@test")
+    assert "<ack-gone2@test>" not in sink_ids(sink)
     log = nodes[1].logtext().decode()
     assert "event=repl.ack_cancelled" in log
     assert "event=smtp.withdraw" in log
