@@ -27,6 +27,7 @@
 #include "bridge/server_int.h"
 #include "common/log.h"
 #include "common/rm_error.h"
+#include "node/mesh_repl.h"
 #include "node/mime_compose.h"
 #include "node/mime_parse.h"
 
@@ -38,7 +39,14 @@ struct bsend {
     size_t trace_len;             /* Received: before the message */
     char date[MIME_COMPOSE_DATE_SIZE];
     uint32_t sent_uidvalidity;
+    struct mesh_repl_wait *rwait; /* [mesh] ack_replicas (mesh_repl.h) */
+    int waiting;                  /* rwait started: acks awaited */
 };
+
+/* Same words as SMTP's 451 4.4.3 (smtp_session.c). */
+#define BS_UNREPLICATED                                                        \
+    "not enough mesh replicas reachable to hold the message (451 4.4.3); "     \
+    "nothing was sent, try again later"
 
 void
 bs_send_free(struct bsess *s)
@@ -47,6 +55,8 @@ bs_send_free(struct bsess *s)
 
     if (x == NULL)
         return;
+    /* Not yet started, or the client went: the message is withdrawn. */
+    mesh_repl_wait_cancel(x->rwait);
     free(x->rcpts);
     free(x->mbox);
     free(x);
@@ -362,33 +372,17 @@ bs_sent_filed(void *arg, int status)
     bs_done(s);
 }
 
+/* The message is ours: stats, hand it on (replicated: its replicas
+   acknowledged it already), then its copy in Sent and the answer. */
 static void
-bs_send_accepted(void *arg, int status)
+bs_send_handoff(struct bsess *s, int replicated)
 {
-    struct bsess *s = arg;
     struct bsend *x = s->send;
     struct node *n = s->b->n;
     uint32_t local[64];
     size_t nl = 0;
     int remote = 0, r;
 
-    if (status != 0) {
-        if (status == RM_E_FULL)
-            bs_fail(s, BPROTO_E_DISK_FULL,
-                    "the node's store is full; try "
-                    "again later");
-        else
-            bs_fail(s, BPROTO_E_TRY_LATER,
-                    "the message could not be "
-                    "stored: %s",
-                    rm_strerror(status));
-        log_err("event=bridge.send_failed sid=%" PRIu64 " qid=%s err=\"%s\"",
-                s->sid, x->sm.qid, rm_strerror(status));
-        bs_send_free(s);
-        buf_cleanup(&s->msg);
-        bs_done(s);
-        return;
-    }
     n->stats.messages_accepted++;
     n->stats.recipients_accepted += x->nrcpts;
     s->b->st.sent++;
@@ -409,7 +403,9 @@ bs_send_accepted(void *arg, int status)
     }
     if (nl && n->queue)
         node_queue_local(n->queue, x->sm.qid, local, nl);
-    if (remote && n->queue)
+    if (remote && n->queue && replicated)
+        node_queue_outbound(n->queue, x->sm.qid);
+    else if (remote && n->queue)
         node_queue_remote(n->queue, x->sm.qid);
     /* The copy in Sent: the message as composed, without the trace. */
     memset(&s->file, 0, sizeof(s->file));
@@ -427,6 +423,117 @@ bs_send_accepted(void *arg, int status)
     r = store_mailbox_file(n->store, &s->file, &s->uid, bs_sent_filed, s);
     if (r != 0)
         bs_sent_filed(s, r);
+}
+
+static void
+bs_send_end(struct bsess *s)
+{
+    bs_send_free(s);
+    buf_cleanup(&s->msg);
+    bs_done(s);
+}
+
+/* [mesh] ack_replicas decided. Never called once the connection went
+   (bs_send_abandon() cancelled it). */
+static void
+bs_send_replicated(void *arg, int status)
+{
+    struct bsess *s = arg;
+    struct bsend *x = s->send;
+
+    x->rwait = NULL;
+    x->waiting = 0;
+    if (status == 0) {
+        bs_send_handoff(s, 1);
+        return;
+    }
+    s->b->n->stats.messages_rejected++;
+    log_warn("event=bridge.send_unreplicated sid=%" PRIu64 " user=%s qid=%s "
+             "why=\"%s\"",
+             s->sid, s->user, x->sm.qid,
+             status == RM_E_AGAIN
+                 ? "not enough replicas acknowledged in time; withdrawn"
+                 : rm_strerror(status));
+    bs_fail(s, BPROTO_E_TRY_LATER, BS_UNREPLICATED);
+    bs_send_end(s);
+}
+
+static void
+bs_send_accepted(void *arg, int status)
+{
+    struct bsess *s = arg;
+    struct bsend *x = s->send;
+    struct mesh_repl_wait *w = x->rwait;
+
+    if (status != 0) {
+        if (status == RM_E_FULL)
+            bs_fail(s, BPROTO_E_DISK_FULL,
+                    "the node's store is full; try "
+                    "again later");
+        else
+            bs_fail(s, BPROTO_E_TRY_LATER,
+                    "the message could not be "
+                    "stored: %s",
+                    rm_strerror(status));
+        log_err("event=bridge.send_failed sid=%" PRIu64 " qid=%s err=\"%s\"",
+                s->sid, x->sm.qid, rm_strerror(status));
+        bs_send_end(s);
+        return;
+    }
+    if (w == NULL) {
+        bs_send_handoff(s, 0);
+        return;
+    }
+    if (s->c == NULL || s->closing) {
+        /* The client went before it could hear of it: nothing is kept. */
+        x->rwait = NULL;
+        log_info("event=bridge.withdraw sid=%" PRIu64 " qid=%s why=\"client "
+                 "gone before the replicas answered\"",
+                 s->sid, x->sm.qid);
+        mesh_repl_wait_start(w, x->sm.qid, NULL, NULL);
+        mesh_repl_wait_cancel(w);
+        bs_send_end(s);
+        return;
+    }
+    x->waiting = 1;
+    mesh_repl_wait_start(w, x->sm.qid, bs_send_replicated, s);
+}
+
+int
+bs_send_abandon(struct bsess *s)
+{
+    struct bsend *x = s->send;
+
+    if (x == NULL || !x->waiting)
+        return 0;
+    log_info("event=bridge.withdraw sid=%" PRIu64 " qid=%s why=\"client "
+             "gone before the replicas answered\"",
+             s->sid, x->sm.qid);
+    bs_send_free(s); /* cancels the wait: the message is withdrawn */
+    buf_cleanup(&s->msg);
+    return 1;
+}
+
+/* [mesh] ack_replicas: a message that will be replicated needs a wait
+   before it is stored. 0, or answered (-1): nothing is stored. */
+static int
+bs_send_prepare(struct bsess *s, struct bsend *x)
+{
+    char why[160];
+    int remote = 0;
+
+    for (size_t i = 0; i < x->nrcpts; i++)
+        remote |= x->rcpts[i].route == STORE_ROUTE_REMOTE;
+    if (s->b->cfg->mesh_ack_replicas == 0 || !remote)
+        return 0;
+    if (mesh_repl_wait_new(s->b->n->mesh, &x->rwait, why, sizeof(why)) == 0)
+        return 0;
+    s->b->n->stats.messages_rejected++;
+    log_warn("event=bridge.send_unreplicated sid=%" PRIu64 " user=%s "
+             "need=%u why=\"%s\"",
+             s->sid, s->user, s->b->cfg->mesh_ack_replicas, why);
+    bs_fail(s, BPROTO_E_TRY_LATER, BS_UNREPLICATED);
+    return -1;
 }
 
 static int
@@ -574,6 +681,10 @@ bs_op_send(struct bsess *s, const struct bproto_req *q)
     x->sm.nrcpts = x->nrcpts;
     x->sm.data = s->msg.data;
     x->sm.len = s->msg.len;
+    if (bs_send_prepare(s, x) != 0) {
+        buf_cleanup(&s->msg);
+        goto out;
+    }
     s->send = x;
     r = store_msg_accept(s->b->n->store, &x->sm, bs_send_accepted, s);
     if (r != 0) {
@@ -588,6 +699,7 @@ bs_op_send(struct bsess *s, const struct bproto_req *q)
 out:
     bs_parts_free(&p);
     if (x != NULL) {
+        mesh_repl_wait_cancel(x->rwait);
         free(x->rcpts);
         free(x->mbox);
         free(x);

@@ -1168,6 +1168,10 @@ bs_closed(struct mesh_conn *c, int reason, const char *why)
                          : (why && *why ? why : rm_strerror(reason)));
     s->c = NULL;
     s->closing = 1;
+    if (s->busy && bs_send_abandon(s)) {
+        s->busy = 0;
+        bs_pop(s);
+    }
     if (uv_is_active((uv_handle_t *)&s->timer)) {
         /* A failed logon's delayed answer: nobody to give it to. */
         uv_timer_stop(&s->timer);

@@ -143,6 +143,10 @@ void bs_cache_clear(struct bcache *c);
 int bs_op_send(struct bsess *s, const struct bproto_req *q);
 int bs_op_save(struct bsess *s, const struct bproto_req *q);
 void bs_send_free(struct bsess *s);
+/* The connection went while a send waits for [mesh] ack_replicas: the
+   message is withdrawn; 1 when so (the request is over, its callback
+   never runs), else 0. */
+int bs_send_abandon(struct bsess *s);
 
 /* read.c */
 int bs_op_read(struct bsess *s, const struct bproto_req *q);

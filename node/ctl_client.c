@@ -1683,6 +1683,14 @@ ctl_do_mesh_peers(struct ctl_cli *cli, int status)
                    ctl_u64(rp, "antientropy_sessions"),
                    ctl_u64(rp, "antientropy_bytes"),
                    ctl_u64(rp, "antientropy_repaired"));
+            if (ctl_u64(rp, "ack_waits") + ctl_u64(rp, "ack_refused") > 0)
+                printf(
+                    "ack waits   %" PRIu64 " (%" PRIu64 " now): %" PRIu64
+                    " held by enough replicas, %" PRIu64 " timed out, %" PRIu64
+                    " client gone; %" PRIu64 " refused at once\n",
+                    ctl_u64(rp, "ack_waits"), ctl_u64(rp, "ack_waiting"),
+                    ctl_u64(rp, "ack_ok"), ctl_u64(rp, "ack_timeouts"),
+                    ctl_u64(rp, "ack_cancelled"), ctl_u64(rp, "ack_refused"));
             for (size_t i = 0; i < ctl_obj_len(lag); i++) {
                 const struct ctl_obj *q = ctl_obj_at(lag, i);
                 char peer[64];

@@ -82,6 +82,40 @@ struct mr_lag {
     uint8_t acked;      /* of them, acknowledged so far */
 };
 
+/* [mesh] ack_replicas: one SMTP (or bridge) reply held until enough
+   replicas acknowledged the message, or its withdrawal committed. */
+enum mr_wait_state {
+    MR_W_NEW,         /* made before the message's commit; no qid yet */
+    MR_W_COPYING,     /* record saved or being saved; acks counted */
+    MR_W_WITHDRAWING, /* not enough acks: the withdrawal is with the store */
+    MR_W_DONE,        /* decided; its timer is closing */
+    MR_W__COUNT
+};
+
+static const char *const mr_wait_names[MR_W__COUNT] = {
+    [MR_W_NEW] = "new",
+    [MR_W_COPYING] = "copying",
+    [MR_W_WITHDRAWING] = "withdrawing",
+    [MR_W_DONE] = "done",
+};
+
+struct mesh_repl_wait {
+    struct mesh_repl_wait *next;
+    struct mesh_repl *r;
+    enum mr_wait_state st;
+    uv_timer_t timer; /* ack_timeout; the wait is freed in its close_cb */
+    char qid[STORE_QID_LEN + 1];
+    uint8_t key[MREPL_KEY_LEN];
+    struct mrepl_rec *rec; /* as saved and sent; its tombstone withdraws */
+    int has_rec;
+    uint8_t acked[MREPL_REPLICAS_MAX][MREPL_PK];
+    unsigned nacked, need;
+    uint64_t started_ms;
+    const char *why;      /* why it was withdrawn (static text) */
+    mesh_repl_wait_cb cb; /* NULL once cancelled */
+    void *arg;
+};
+
 struct mesh_repl {
     struct mesh *m;
     struct node *n;
@@ -99,9 +133,12 @@ struct mesh_repl {
     uint8_t busy[64][MREPL_KEY_LEN]; /* records being claimed */
     unsigned nbusy;
     uint64_t next_scan_s;
-    struct mrepl_rec *scratch; /* decoding a frame */
+    struct mrepl_rec *scratch;    /* decoding a frame */
+    struct mesh_repl_wait *waits; /* [mesh] ack_replicas: replies held */
+    unsigned nwaits;
     /* counters */
     uint64_t puts_out, bytes_out, acks_in, takeovers, stood_down;
+    uint64_t ack_waits, ack_ok, ack_timeouts, ack_cancelled, ack_refused;
     uint64_t ae_sessions, ae_rounds, ae_bytes, ae_repaired;
 };
 
@@ -548,22 +585,38 @@ mr_exists(struct mesh_repl *r, const void *key, size_t klen)
     return store_mesh_get(r->n->store, key, klen, mr_nop_cb, NULL) == 0;
 }
 
+static struct mesh_repl_wait *mr_wait_find(struct mesh_repl *r,
+                                           const uint8_t key[MREPL_KEY_LEN]);
+static void mr_wait_saved(struct mesh_repl_wait *w, int status);
+static void mr_wait_ack(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
+                        const struct mrepl_ack *a);
+
 static void
 mr_new_saved(struct mr_op *op, int status)
 {
     struct mesh_repl *r = op->r;
+    struct mesh_repl_wait *w;
+    uint8_t key[MREPL_KEY_LEN];
     char name[64];
 
+    mrepl_key(op->rec->origin, op->rec->qid, key);
+    w = mr_wait_find(r, key);
     if (status != 0) {
         log_err("event=repl.save_failed qid=%s err=\"%s\"", op->qid,
                 rm_strerror(status));
+        if (w != NULL)
+            mr_wait_saved(w, status);
         return;
     }
+    if (w != NULL)
+        mr_wait_saved(w, 0);
+    /* Withdrawn before its record was even on disk (the store was slower
+       than ack_timeout): the tombstone follows, the message must not. */
+    if (w != NULL && w->st != MR_W_COPYING)
+        return;
     for (unsigned i = 0; i < op->rec->nreplicas; i++) {
         uint64_t link = mr_link_to(r, op->rec->replicas[i]);
-        uint8_t key[MREPL_KEY_LEN];
 
-        mrepl_key(op->rec->origin, op->rec->qid, key);
         mr_name(r, op->rec->replicas[i], name, sizeof(name));
         if (link == 0 || mr_send_put(r, link, op->rec, op->body.data,
                                      op->body.len, NULL) != 0) {
@@ -577,10 +630,13 @@ mr_new_saved(struct mr_op *op, int status)
     }
 }
 
-void
-mesh_repl_accepted(struct mesh *m, const char *qid)
+/* Build qid's replica record (its remote recipients, the replicas chosen
+   now) and save it; the copies go out after the commit. 0 and, when
+   copy is given, the record as saved; RM_E_NOTFOUND when there is
+   nothing to replicate; other errors (nothing saved). */
+static int
+mr_accept(struct mesh_repl *r, const char *qid, struct mrepl_rec *copy)
 {
-    struct mesh_repl *r = mesh__repl(m);
     uint8_t cands[MR_PEERS_MAX][MREPL_PK];
     unsigned idx[MREPL_REPLICAS_MAX], nc, nr;
     struct mr_collect c;
@@ -588,15 +644,13 @@ mesh_repl_accepted(struct mesh *m, const char *qid)
     char ak[3 + STORE_QID_LEN];
     int rc;
 
-    if (r == NULL || r->stopping || !mesh__is_member(m) ||
-        r->n->cfg->mesh_replicas == 0)
-        return;
     memcpy(ak, "ra/", 3);
     memcpy(ak + 3, qid, STORE_QID_LEN);
     if (mr_exists(r, ak, sizeof(ak)))
-        return; /* taken over: replicated under its origin's key */
+        return RM_E_NOTFOUND; /* taken over: replicated under its origin's
+                                 key */
     if ((op = mr_op_new(r)) == NULL)
-        return;
+        return -ENOMEM;
     /* Called from the commit callback, in the loop turn that queues the
        250: the clock of repl.durable starts with the client's reply. */
     op->accept_ns = uv_hrtime();
@@ -604,10 +658,10 @@ mesh_repl_accepted(struct mesh *m, const char *qid)
     c.rec = op->rec;
     c.first = 1;
     c.truncated = 0;
-    if (store_queue_get(r->n->store, qid, mr_collect_cb, &c) != 0 ||
-        op->rec->nrcpts == 0) {
+    rc = store_queue_get(r->n->store, qid, mr_collect_cb, &c);
+    if (rc != 0 || op->rec->nrcpts == 0) {
         mr_op_free(op);
-        return;
+        return rc != 0 ? rc : RM_E_NOTFOUND;
     }
     if (c.truncated)
         log_warn("event=repl.truncated qid=%s kept=%u", qid, MREPL_RCPTS_MAX);
@@ -616,28 +670,42 @@ mesh_repl_accepted(struct mesh *m, const char *qid)
     snprintf(op->rec->mid, sizeof(op->rec->mid), "%s/%s", r->n->id.fingerprint,
              qid);
     op->rec->seq = mr_seq(r);
-    nc = mesh__live_members(m, cands, MR_PEERS_MAX);
+    nc = mesh__live_members(r->m, cands, MR_PEERS_MAX);
     nr = mrepl_rendezvous(op->rec->mid, (const uint8_t(*)[MREPL_PK])cands, nc,
                           r->n->cfg->mesh_replicas, idx);
     for (unsigned i = 0; i < nr; i++)
         memcpy(op->rec->replicas[i], cands[idx[i]], MREPL_PK);
     op->rec->nreplicas = nr;
     snprintf(op->qid, sizeof(op->qid), "%s", qid);
-    if (store_msg_read(r->n->store, qid, mr_read_cb, &op->body) != 0) {
+    if ((rc = store_msg_read(r->n->store, qid, mr_read_cb, &op->body)) != 0) {
         mr_op_free(op);
-        return;
+        return rc;
     }
     op->done = mr_new_saved;
+    if (copy != NULL)
+        memcpy(copy, op->rec, sizeof(*copy));
     /* The origin keeps the record, not a second copy of the message. */
     rc = mr_save(r, op, op->rec, NULL, 0, 0);
     if (rc != 0) {
         log_err("event=repl.save_failed qid=%s err=\"%s\"", qid,
                 rm_strerror(rc));
         mr_op_free(op);
-        return;
+        return rc;
     }
     log_debug("event=repl.new qid=%s replicas=%u rcpts=%u", qid, nr,
               op->rec->nrcpts);
+    return 0;
+}
+
+void
+mesh_repl_accepted(struct mesh *m, const char *qid)
+{
+    struct mesh_repl *r = mesh__repl(m);
+
+    if (r == NULL || r->stopping || !mesh__is_member(m) ||
+        r->n->cfg->mesh_replicas == 0)
+        return;
+    mr_accept(r, qid, NULL);
 }
 
 /* ---- outcomes ---------------------------------------------------------------
@@ -1041,6 +1109,317 @@ mr_on_ack(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK],
     }
     r->acks_in++;
     mr_lag_del(r, peer, a.key);
+    mr_wait_ack(r, peer, &a);
+}
+
+/* ---- [mesh] ack_replicas ---------------------------------------------------
+ *
+ * A wait is made before the message's commit (mesh_repl_wait_new: can the
+ * mesh hold it at all?), started from the commit callback (the record is
+ * saved and sent as for any message) and decided by the acks or by its
+ * timer. Not enough acks: the message is withdrawn in one store
+ * transaction (queue entries and message removed, record turned into a
+ * tombstone), the tombstone goes to the replicas like a delivery's, and
+ * only then does the caller hear of it. A wait holds the mesh (its store
+ * callbacks and timer outlive no one) until its timer is closed.
+ */
+
+static void
+mr_wait_enter(struct mesh_repl_wait *w, enum mr_wait_state next)
+{
+    log_debug("event=repl.ack_state qid=%s from=%s to=%s",
+              w->qid[0] ? w->qid : "-", mr_wait_names[w->st],
+              mr_wait_names[next]);
+    w->st = next;
+}
+
+static struct mesh_repl_wait *
+mr_wait_find(struct mesh_repl *r, const uint8_t key[MREPL_KEY_LEN])
+{
+    for (struct mesh_repl_wait *w = r->waits; w; w = w->next)
+        if (w->st != MR_W_NEW && memcmp(w->key, key, MREPL_KEY_LEN) == 0)
+            return w;
+    return NULL;
+}
+
+static void
+mr_wait_closed(uv_handle_t *h)
+{
+    struct mesh_repl_wait *w = h->data;
+    struct mesh *m = w->r->m;
+
+    free(w->rec);
+    free(w);
+    mesh__release(m);
+}
+
+/* Decided: out of the list, timer closed, the caller told (unless it
+   cancelled). */
+static void
+mr_wait_finish(struct mesh_repl_wait *w, int status)
+{
+    struct mesh_repl *r = w->r;
+    mesh_repl_wait_cb cb = w->cb;
+    void *arg = w->arg;
+
+    for (struct mesh_repl_wait **pp = &r->waits; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            r->nwaits--;
+            break;
+        }
+    mr_wait_enter(w, MR_W_DONE);
+    w->cb = NULL;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, mr_wait_closed);
+    if (cb != NULL)
+        cb(arg, status);
+}
+
+static void
+mr_wait_withdrawn(void *arg, int status)
+{
+    struct mesh_repl_wait *w = arg;
+    struct mesh_repl *r = w->r;
+
+    if (status != 0) {
+        log_err("event=repl.ack_withdraw_failed qid=%s err=\"%s\" "
+                "hint=\"the message stays queued; remove it with: relaymesh "
+                "queue delete %s\"",
+                w->qid, rm_strerror(status), w->qid);
+        mr_wait_finish(w, status);
+        return;
+    }
+    log_warn("event=repl.ack_withdrawn qid=%s acked=%u need=%u why=\"%s\"",
+             w->qid, w->nacked, w->need, w->why);
+    /* Every replica learns of it as of a delivery: now, or by repair. */
+    if (w->has_rec && !r->stopping)
+        mr_flood(r, w->rec);
+    mr_wait_finish(w, RM_E_AGAIN);
+}
+
+/* Not enough acks: remove the message and tombstone its record in one
+   transaction. */
+static void
+mr_wait_withdraw(struct mesh_repl_wait *w, const char *why)
+{
+    struct mesh_repl *r = w->r;
+    struct store_mesh_write mw;
+    char tk[MR_TKEY];
+    struct buf enc;
+    int rc;
+
+    uv_timer_stop(&w->timer);
+    mr_wait_enter(w, MR_W_WITHDRAWING);
+    w->why = why;
+    buf_init(&enc, 1 << 20);
+    mr_tkey(tk, "rp/", w->key);
+    if (w->has_rec) {
+        w->rec->tomb = 1;
+        w->rec->tomb_at = (int64_t)(mr_wall_ms() / 1000);
+        w->rec->seq = mr_seq(r);
+        if ((rc = mrepl_rec_encode(&enc, w->rec)) != 0) {
+            buf_cleanup(&enc);
+            mr_wait_withdrawn(w, rc);
+            return;
+        }
+        mw = (struct store_mesh_write){STORE_MESH_PUT, tk, sizeof(tk), enc.data,
+                                       enc.len};
+    } else {
+        /* No record was saved: nothing for a replica to drop. */
+        mw = (struct store_mesh_write){STORE_MESH_DEL, tk, sizeof(tk), NULL, 0};
+    }
+    rc =
+        store_queue_withdraw(r->n->store, w->qid, &mw, 1, mr_wait_withdrawn, w);
+    buf_cleanup(&enc);
+    if (rc != 0)
+        mr_wait_withdrawn(w, rc);
+}
+
+static void
+mr_wait_timer_cb(uv_timer_t *t)
+{
+    struct mesh_repl_wait *w = t->data;
+    struct mesh_repl *r = w->r;
+
+    if (w->st != MR_W_COPYING)
+        return;
+    r->ack_timeouts++;
+    log_warn(
+        "event=repl.ack_timeout qid=%s acked=%u need=%u waited_ms=%" PRIu64,
+        w->qid, w->nacked, w->need, uv_now(r->n->loop) - w->started_ms);
+    mr_wait_withdraw(w, "not enough replicas acknowledged in time");
+}
+
+/* The record's own commit (mr_new_saved). */
+static void
+mr_wait_saved(struct mesh_repl_wait *w, int status)
+{
+    if (status != 0 && w->st == MR_W_COPYING)
+        mr_wait_withdraw(w, "the replica record could not be saved");
+}
+
+static void
+mr_wait_ack(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
+            const struct mrepl_ack *a)
+{
+    struct mesh_repl_wait *w = mr_wait_find(r, a->key);
+    int replica = 0;
+
+    if (w == NULL || w->st != MR_W_COPYING || !w->has_rec ||
+        a->seq < w->rec->seq)
+        return;
+    for (unsigned i = 0; i < w->rec->nreplicas && !replica; i++)
+        replica = memcmp(w->rec->replicas[i], peer, MREPL_PK) == 0;
+    for (unsigned i = 0; i < w->nacked && replica; i++)
+        if (memcmp(w->acked[i], peer, MREPL_PK) == 0)
+            return; /* a resend's ack */
+    if (!replica || w->nacked == MREPL_REPLICAS_MAX)
+        return;
+    memcpy(w->acked[w->nacked++], peer, MREPL_PK);
+    if (w->nacked < w->need)
+        return;
+    r->ack_ok++;
+    log_info("event=repl.ack_ok qid=%s acked=%u need=%u waited_ms=%" PRIu64,
+             w->qid, w->nacked, w->need, uv_now(r->n->loop) - w->started_ms);
+    mr_wait_finish(w, 0);
+}
+
+int
+mesh_repl_wait_new(struct mesh *m, struct mesh_repl_wait **out, char *why,
+                   size_t whysz)
+{
+    struct mesh_repl *r = mesh__repl(m);
+    uint8_t live[MR_PEERS_MAX][MREPL_PK];
+    struct mesh_repl_wait *w;
+    unsigned need, nlive;
+
+    *out = NULL;
+    if (r == NULL || r->stopping || !mesh__is_member(m)) {
+        snprintf(why, whysz,
+                 "this node is not in a mesh, so no peer can "
+                 "hold a copy");
+        if (r != NULL)
+            r->ack_refused++;
+        return RM_E_AGAIN;
+    }
+    need = r->n->cfg->mesh_ack_replicas;
+    nlive = mesh__live_members(m, live, MR_PEERS_MAX);
+    if (nlive < need) {
+        snprintf(why, whysz, "%u of the %u peers needed are reachable", nlive,
+                 need);
+        r->ack_refused++;
+        return RM_E_AGAIN;
+    }
+    if (r->nwaits >= MESH_REPL_WAITS_MAX) {
+        snprintf(why, whysz, "%u messages already wait for their replicas",
+                 r->nwaits);
+        r->ack_refused++;
+        return RM_E_AGAIN;
+    }
+    if ((w = calloc(1, sizeof(*w))) == NULL ||
+        (w->rec = malloc(sizeof(*w->rec))) == NULL) {
+        free(w);
+        snprintf(why, whysz, "out of memory");
+        return -ENOMEM;
+    }
+    w->r = r;
+    w->need = need;
+    w->st = MR_W_NEW;
+    uv_timer_init(r->n->loop, &w->timer);
+    w->timer.data = w;
+    w->next = r->waits;
+    r->waits = w;
+    r->nwaits++;
+    mesh__hold(m);
+    *out = w;
+    return 0;
+}
+
+void
+mesh_repl_wait_start(struct mesh_repl_wait *w, const char *qid,
+                     mesh_repl_wait_cb cb, void *arg)
+{
+    struct mesh_repl *r = w->r;
+    int rc;
+
+    snprintf(w->qid, sizeof(w->qid), "%s", qid);
+    mrepl_key(mr_self(r), qid, w->key);
+    w->cb = cb;
+    w->arg = arg;
+    w->started_ms = uv_now(r->n->loop);
+    r->ack_waits++;
+    mr_wait_enter(w, MR_W_COPYING);
+    if (r->stopping || !mesh__is_member(r->m)) {
+        mr_wait_withdraw(w, "the node is leaving the mesh");
+        return;
+    }
+    rc = mr_accept(r, qid, w->rec);
+    if (rc != 0) {
+        log_err("event=repl.ack_no_record qid=%s err=\"%s\"", qid,
+                rm_strerror(rc));
+        mr_wait_withdraw(w, "the replica record could not be made");
+        return;
+    }
+    w->has_rec = 1;
+    if (w->rec->nreplicas < w->need) {
+        mr_wait_withdraw(w, "fewer live peers than ack_replicas");
+        return;
+    }
+    log_info("event=repl.ack_wait qid=%s need=%u replicas=%u timeout_s=%u", qid,
+             w->need, w->rec->nreplicas, r->n->cfg->mesh_ack_timeout);
+    uv_timer_start(&w->timer, mr_wait_timer_cb,
+                   (uint64_t)r->n->cfg->mesh_ack_timeout * 1000, 0);
+}
+
+void
+mesh_repl_wait_cancel(struct mesh_repl_wait *w)
+{
+    if (w == NULL)
+        return;
+    switch (w->st) {
+    case MR_W_NEW:
+        w->cb = NULL;
+        mr_wait_finish(w, RM_E_CLOSED);
+        break;
+    case MR_W_COPYING:
+        w->cb = NULL;
+        w->r->ack_cancelled++;
+        log_info("event=repl.ack_cancelled qid=%s acked=%u need=%u", w->qid,
+                 w->nacked, w->need);
+        mr_wait_withdraw(w, "the client went before the replicas answered");
+        break;
+    case MR_W_WITHDRAWING:
+        w->cb = NULL;
+        break;
+    case MR_W_DONE:
+    case MR_W__COUNT:
+        break;
+    }
+}
+
+int
+mesh_repl_wait_pending(struct mesh *m, const char *qid)
+{
+    struct mesh_repl *r = mesh__repl(m);
+
+    if (r == NULL)
+        return 0;
+    for (struct mesh_repl_wait *w = r->waits; w; w = w->next)
+        if (w->st != MR_W_NEW && strcmp(w->qid, qid) == 0)
+            return 1;
+    return 0;
+}
+
+/* The node stops: waits still counting acks are decided now. */
+static void
+mr_wait_stop_all(struct mesh_repl *r)
+{
+    for (struct mesh_repl_wait *w = r->waits, *nx; w; w = nx) {
+        nx = w->next;
+        if (w->st == MR_W_COPYING)
+            mr_wait_withdraw(w, "the node is shutting down");
+    }
 }
 
 /* ---- anti-entropy
@@ -1724,6 +2103,9 @@ mesh_repl_may_deliver(struct mesh *m, const char *qid)
     uint8_t key[MREPL_KEY_LEN];
     int ok = 1;
 
+    /* Held for ack_replicas: not the sender's yet, nor ours to send. */
+    if (mesh_repl_wait_pending(m, qid))
+        return 0;
     if (r == NULL || r->stopping || r->gate_open || !mesh__is_member(m))
         return 1;
     /* A replica that is alive but never completes its repair must not
@@ -1849,7 +2231,7 @@ mesh_repl_status_enc(struct mesh_repl *r, struct ctl_enc *e)
     if ((tally.rec = malloc(sizeof(*tally.rec))) != NULL)
         store_mesh_each(r->n->store, "rp/", MR_KEY_PFX, mr_count_cb, &tally);
     free(tally.rec);
-    ctl_enc_map(e, 11);
+    ctl_enc_map(e, 17);
     ctl_enc_ku64(e, "antientropy_rounds", r->ae_rounds);
     ctl_enc_ku64(e, "records", tally.n);
     ctl_enc_ku64(e, "tombstones", tally.tomb);
@@ -1860,6 +2242,12 @@ mesh_repl_status_enc(struct mesh_repl *r, struct ctl_enc *e)
     ctl_enc_ku64(e, "antientropy_sessions", r->ae_sessions);
     ctl_enc_ku64(e, "antientropy_bytes", r->ae_bytes);
     ctl_enc_ku64(e, "antientropy_repaired", r->ae_repaired);
+    ctl_enc_ku64(e, "ack_waits", r->ack_waits);
+    ctl_enc_ku64(e, "ack_waiting", r->nwaits);
+    ctl_enc_ku64(e, "ack_ok", r->ack_ok);
+    ctl_enc_ku64(e, "ack_timeouts", r->ack_timeouts);
+    ctl_enc_ku64(e, "ack_cancelled", r->ack_cancelled);
+    ctl_enc_ku64(e, "ack_refused", r->ack_refused);
     ctl_enc_str(e, "lag");
     ctl_enc_array(e, n);
     for (unsigned i = 0; i < r->npeers; i++) {
@@ -1947,8 +2335,10 @@ mesh_repl_new(struct mesh *m, struct mesh_repl **out)
 void
 mesh_repl_stop(struct mesh_repl *r)
 {
-    if (r != NULL)
-        r->stopping = 1;
+    if (r == NULL)
+        return;
+    mr_wait_stop_all(r);
+    r->stopping = 1;
 }
 
 void

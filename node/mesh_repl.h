@@ -52,6 +52,7 @@ struct ctl_enc;
 #define MESH_REPL_SCAN_S 2              /* takeover / tombstone scan */
 #define MESH_REPL_BODY_CHUNK (1u << 20) /* message bytes per table value */
 #define MESH_REPL_ASM_MAX 32            /* messages being received at once */
+#define MESH_REPL_WAITS_MAX 4096        /* replies held for ack_replicas */
 
 /* ---- for mesh.c ------------------------------------------------------- */
 
@@ -88,5 +89,55 @@ int mesh_repl_mid(struct mesh *m, const char *qid, char *out, size_t outsz);
  * replicas' and owner's names, 0 when none. */
 int mesh_repl_describe(struct mesh *m, const char *qid, char *replicas,
                        size_t rsz, char *owner, size_t osz);
+
+/* ---- [mesh] ack_replicas: 250 only once replicas hold the message ---- */
+
+/*
+ * A message that will be replicated (it has recipients not delivered
+ * locally at once) is answered only when [mesh] ack_replicas of its
+ * replicas have acknowledged it ("rack", sent after their commit), or
+ * refused (451 4.4.3) and withdrawn everywhere when they have not within
+ * [mesh] ack_timeout. Use:
+ *
+ *   before the message's commit:  mesh_repl_wait_new()    (can it wait?)
+ *   commit failed:                mesh_repl_wait_cancel()
+ *   commit done:                  mesh_repl_wait_start()  (instead of
+ *                                 node_queue_local/_remote)
+ *   the client went meanwhile:    mesh_repl_wait_cancel() (withdraws)
+ *
+ * While a wait is undecided nothing delivers the message: outbound and
+ * the local rescan skip it (mesh_repl_may_deliver(),
+ * mesh_repl_wait_pending()).
+ *
+ * Callback status:
+ *   0            the replicas hold it: hand it on with node_queue_local()
+ *                and node_queue_outbound() (it is replicated already),
+ *                then answer 250.
+ *   RM_E_AGAIN   not enough acknowledgements: the message is withdrawn
+ *                (queue entries and message removed and the replica
+ *                record made a tombstone, one transaction; the tombstone
+ *                sent to the replicas) before the callback runs.
+ *   other        the withdrawal failed (store; logged with what to do).
+ * The wait is freed by this module after its callback; the caller must
+ * drop its pointer there. Loop thread only.
+ */
+struct mesh_repl_wait;
+typedef void (*mesh_repl_wait_cb)(void *arg, int status);
+
+/* 0 and *out (owned by the caller until started or cancelled), or
+   RM_E_AGAIN / -ENOMEM with a reason for the log and the reply in why:
+   not in a mesh, fewer live peers than ack_replicas, too many waits. */
+int mesh_repl_wait_new(struct mesh *m, struct mesh_repl_wait **out, char *why,
+                       size_t whysz);
+/* qid has been committed: replicate it and wait. cb runs exactly once
+   (possibly before this returns: nothing to wait for), unless the wait
+   is cancelled first. */
+void mesh_repl_wait_start(struct mesh_repl_wait *w, const char *qid,
+                          mesh_repl_wait_cb cb, void *arg);
+/* The caller no longer wants the answer: before start, w is freed; after,
+   the message is withdrawn as on a timeout and cb never runs. */
+void mesh_repl_wait_cancel(struct mesh_repl_wait *w);
+/* 1 while qid's acknowledgements are awaited or it is being withdrawn. */
+int mesh_repl_wait_pending(struct mesh *m, const char *qid);
 
 #endif

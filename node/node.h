@@ -76,6 +76,9 @@ void node_queue_local(struct node_queue *q, const char *qid,
                       const uint32_t *rcpts, size_t n);
 /* A message with remote recipients was committed: deliver them. */
 void node_queue_remote(struct node_queue *q, const char *qid);
+/* The same once its replicas acknowledged it ([mesh] ack_replicas,
+   mesh_repl.h): deliver them, without replicating it again. */
+void node_queue_outbound(struct node_queue *q, const char *qid);
 /* A mesh member hosting domains became reachable: mail held for it goes
    now (outbound_mesh_ready()). */
 void node_queue_mesh_ready(struct node_queue *q);

@@ -317,6 +317,12 @@ static const struct cfg_key cfg_keys[] = {
     {"mesh", "takeover_grace", CFG_TIME, "5m", 1, 315360000,
      OFF(mesh_takeover_grace), WID(mesh_takeover_grace), 0, NULL, NULL,
      "a replica takes over a dead node's mail after this long"},
+    {"mesh", "ack_replicas", CFG_UINT, "0", 0, 8, OFF(mesh_ack_replicas),
+     WID(mesh_ack_replicas), 0, NULL, NULL,
+     "answer 250 only once this many replicas hold the message; 0 = off"},
+    {"mesh", "ack_timeout", CFG_TIME, "10s", 1, 3600, OFF(mesh_ack_timeout),
+     WID(mesh_ack_timeout), 0, NULL, NULL,
+     "wait this long for ack_replicas, then 451 4.4.3 and drop the message"},
     {"bridge", "listen", CFG_LISTEN, "127.0.0.1:4751", 0,
      NODE_CONFIG_LISTEN_MAX, OFF(bridge_listen), 0, OFF(nbridge_listen), NULL,
      NULL, "MAPI bridge listeners (Noise over TCP), host:port; empty = none"},
@@ -1358,6 +1364,15 @@ cfg_finish(struct cfg_parse *ps)
                  "store.map_size_max (%llu) is below the smallest store "
                  "(64m); use 0 for no limit or at least 64m",
                  (unsigned long long)cfg->map_size_max);
+        return RM_E_CONFIG;
+    }
+    if (cfg->mesh_ack_replicas > cfg->mesh_replicas) {
+        cfg_fail(ps,
+                 "mesh.ack_replicas (%u) is larger than mesh.replicas (%u): "
+                 "a message is copied to only mesh.replicas peers, so that "
+                 "many acknowledgements can never arrive; lower ack_replicas "
+                 "or raise replicas",
+                 cfg->mesh_ack_replicas, cfg->mesh_replicas);
         return RM_E_CONFIG;
     }
     if (cfg->max_header_size > cfg->max_message_size) {

@@ -156,6 +156,10 @@ struct node_config {
     unsigned mesh_replicas;           /* peers holding a copy of each entry */
     unsigned mesh_takeover_grace;     /* seconds after a node is declared dead
                                          before a replica delivers its mail */
+    unsigned mesh_ack_replicas;       /* 250 only once this many replicas
+                                         hold the message; 0 = off */
+    unsigned mesh_ack_timeout;        /* seconds to wait for them before
+                                         451 4.4.3 */
     /* [bridge] */
     struct node_listen bridge_listen[NODE_CONFIG_LISTEN_MAX];
     size_t nbridge_listen;        /* default 127.0.0.1:4751; 0 = none */

@@ -157,6 +157,10 @@ node_queue_scan_cb(void *arg, const struct store_qentry *e)
         return 0;
     if (e->state != STORE_Q_QUEUED && e->state != STORE_Q_DEFERRED)
         return 0;
+    /* Its sender has no answer yet ([mesh] ack_replicas): the wait hands
+       it on, or withdraws it. */
+    if (mesh_repl_wait_pending(q->n->mesh, e->key.qid))
+        return 0;
     return node_queue_push(q, e->key.qid, e->key.rcpt);
 }
 
@@ -206,6 +210,14 @@ node_queue_remote(struct node_queue *q, const char *qid)
         return;
     /* Copied to the replicas before (or while) it is tried. */
     mesh_repl_accepted(q->n->mesh, qid);
+    outbound_message(q->out, qid);
+}
+
+void
+node_queue_outbound(struct node_queue *q, const char *qid)
+{
+    if (q == NULL || q->closing)
+        return;
     outbound_message(q->out, qid);
 }
 

@@ -25,6 +25,7 @@
 #include "common/rm_error.h"
 #include "node/auth_cache.h"
 #include "node/mesh.h"
+#include "node/mesh_repl.h"
 #include "node/node.h"
 #include "node/ratelimit.h"
 #include "node/smtp_auth.h"
@@ -64,6 +65,7 @@ enum smtp_state {
     SMTP_S_BDAT,     /* reading the bytes of one BDAT chunk */
     SMTP_S_CHUNKING, /* between BDAT chunks of one transaction */
     SMTP_S_COMMIT,   /* message handed to the store; input waits */
+    SMTP_S_REPLWAIT, /* committed; reply held for [mesh] ack_replicas */
     SMTP_S_TLS,      /* TLS handshake (after STARTTLS, or smtps) */
     SMTP_S_AUTH,     /* AUTH exchange: the next line is a SASL response */
     SMTP_S_AUTHWAIT, /* password being checked, or failure delay; input waits */
@@ -76,8 +78,9 @@ static const char *const smtp_state_names[SMTP_S__COUNT] = {
     [SMTP_S_MAIL] = "mail",         [SMTP_S_RCPT] = "rcpt",
     [SMTP_S_DATA] = "data",         [SMTP_S_BDAT] = "bdat",
     [SMTP_S_CHUNKING] = "chunking", [SMTP_S_COMMIT] = "commit",
-    [SMTP_S_TLS] = "tls",           [SMTP_S_AUTH] = "auth",
-    [SMTP_S_AUTHWAIT] = "authwait", [SMTP_S_CLOSING] = "closing",
+    [SMTP_S_REPLWAIT] = "replwait", [SMTP_S_TLS] = "tls",
+    [SMTP_S_AUTH] = "auth",         [SMTP_S_AUTHWAIT] = "authwait",
+    [SMTP_S_CLOSING] = "closing",
 };
 
 #define ST(x) (1u << SMTP_S_##x)
@@ -170,6 +173,7 @@ struct smtp_session {
     const char *bdat_reply; /* reply for a discarded chunk */
     struct store_msg sm;
     struct store_rcpt *srcpts;
+    struct mesh_repl_wait *rwait; /* [mesh] ack_replicas, from DATA end */
 };
 
 struct smtp_write {
@@ -220,7 +224,8 @@ smtp_session_enter(struct smtp_session *s, enum smtp_state next)
        timeout for message content, the command timeout otherwise. */
     if (next == SMTP_S_DATA || next == SMTP_S_BDAT)
         smtp_deadline_set(s, s->cfg->timeout_data);
-    else if (next != SMTP_S_COMMIT && next != SMTP_S_CLOSING)
+    else if (next != SMTP_S_COMMIT && next != SMTP_S_REPLWAIT &&
+             next != SMTP_S_CLOSING)
         smtp_deadline_set(s, s->cfg->timeout_command);
 }
 
@@ -885,8 +890,47 @@ smtp_add_missing_headers(struct smtp_session *s)
     s->msg.data[s->msg.len] = '\0';
 }
 
+/* RFC 3463 §3.5, X.4.3 (a server the network needed to forward the
+   message was unavailable): the mesh peers that were to hold the copies
+   [mesh] ack_replicas asks for did not. Persistent transient: 451. */
+#define SMTP_REPLY_UNREPLICATED                                                \
+    "451 4.4.3 Not enough mesh replicas reachable to hold the message; try "   \
+    "again later"
+
+static int
+smtp_has_remote(const struct smtp_session *s)
+{
+    for (size_t i = 0; i < s->nrcpts; i++)
+        if (s->rcpts[i].route == STORE_ROUTE_REMOTE)
+            return 1;
+    return 0;
+}
+
+/* [mesh] ack_replicas: a message that will be replicated needs a wait
+   before it is stored. 0 (go on), or answered (-1): the mesh cannot
+   hold it now, so nothing is stored. */
+static int
+smtp_replwait_prepare(struct smtp_session *s)
+{
+    char why[160];
+
+    s->rwait = NULL;
+    if (s->cfg->mesh_ack_replicas == 0 || !smtp_has_remote(s))
+        return 0;
+    if (mesh_repl_wait_new(s->n->mesh, &s->rwait, why, sizeof(why)) == 0)
+        return 0;
+    s->n->stats.messages_rejected++;
+    log_warn("event=smtp.reject_unreplicated sid=%s qid=%s need=%u "
+             "why=\"%s\"",
+             s->sid, s->qid, s->cfg->mesh_ack_replicas, why);
+    smtp_reply(s, SMTP_REPLY_UNREPLICATED);
+    smtp_txn_end(s);
+    return -1;
+}
+
 /* The message is complete: judge it, then hand it to the store. The reply
-   is sent from smtp_commit_done() (durability before 250). */
+   is sent from smtp_commit_done() (durability before 250) or, with
+   [mesh] ack_replicas, from smtp_replicated(). */
 static void
 smtp_end_message(struct smtp_session *s)
 {
@@ -980,8 +1024,12 @@ smtp_end_message(struct smtp_session *s)
     s->sm.nrcpts = s->nrcpts;
     s->sm.data = s->msg.data;
     s->sm.len = s->msg.len;
+    if (smtp_replwait_prepare(s) != 0)
+        return;
     rc = store_msg_accept(s->n->store, &s->sm, smtp_commit_done, s);
     if (rc != 0) {
+        mesh_repl_wait_cancel(s->rwait);
+        s->rwait = NULL;
         log_err("event=smtp.store_submit_failed sid=%s qid=%s err=\"%s\"",
                 s->sid, s->qid, rm_strerror(rc));
         smtp_reply(s, "451 4.3.0 Local error in processing, try again "
@@ -993,61 +1041,51 @@ smtp_end_message(struct smtp_session *s)
     smtp_session_enter(s, SMTP_S_COMMIT);
 }
 
+/* The message is ours: hand it on and say so. replicated: its replicas
+   acknowledged it already ([mesh] ack_replicas). */
 static void
-smtp_commit_done(void *arg, int status)
+smtp_accepted(struct smtp_session *s, int replicated)
 {
-    struct smtp_session *s = arg;
     struct node *n = s->n;
+    uint32_t local[64];
+    size_t nl = 0;
 
-    s->store_pending = 0;
-    if (status == 0) {
-        uint32_t local[64];
-        size_t nl = 0;
-
-        n->stats.messages_accepted++;
-        n->stats.recipients_accepted += s->nrcpts;
-        s->msgs++;
-        s->junk = 0;
-        log_info("event=smtp.accept sid=%s qid=%s from=<%s> rcpts=%zu "
-                 "size=%zu",
-                 s->sid, s->qid, s->mail_from, s->nrcpts, s->msg.len);
-        /* Hand local recipients to the queue manager whatever happens to
-           the connection now: the message is durable. */
-        for (size_t i = 0; i < s->nrcpts; i++) {
-            if (s->rcpts[i].route != STORE_ROUTE_LOCAL)
-                continue;
-            local[nl++] = (uint32_t)i;
-            if (nl == sizeof(local) / sizeof(local[0])) {
-                if (n->queue)
-                    node_queue_local(n->queue, s->qid, local, nl);
-                nl = 0;
-            }
-        }
-        if (nl && n->queue)
-            node_queue_local(n->queue, s->qid, local, nl);
-        for (size_t i = 0; i < s->nrcpts; i++) {
-            if (s->rcpts[i].route == STORE_ROUTE_REMOTE) {
-                node_queue_remote(n->queue, s->qid);
-                break;
-            }
-        }
-        if (!s->closing)
-            smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
-    } else {
-        n->stats.messages_rejected++;
-        if (status == RM_E_FULL) {
-            n->stats.store_full++;
-            log_warn("event=smtp.store_full sid=%s qid=%s", s->sid, s->qid);
-            if (!s->closing)
-                smtp_reply(s, "452 4.3.1 Insufficient system storage");
-        } else {
-            log_err("event=smtp.commit_failed sid=%s qid=%s err=\"%s\"", s->sid,
-                    s->qid, rm_strerror(status));
-            if (!s->closing)
-                smtp_reply(s, "451 4.3.0 Local error in processing, try "
-                              "again later");
+    n->stats.messages_accepted++;
+    n->stats.recipients_accepted += s->nrcpts;
+    s->msgs++;
+    s->junk = 0;
+    log_info("event=smtp.accept sid=%s qid=%s from=<%s> rcpts=%zu "
+             "size=%zu",
+             s->sid, s->qid, s->mail_from, s->nrcpts, s->msg.len);
+    /* Hand local recipients to the queue manager whatever happens to
+       the connection now: the message is durable. */
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        if (s->rcpts[i].route != STORE_ROUTE_LOCAL)
+            continue;
+        local[nl++] = (uint32_t)i;
+        if (nl == sizeof(local) / sizeof(local[0])) {
+            if (n->queue)
+                node_queue_local(n->queue, s->qid, local, nl);
+            nl = 0;
         }
     }
+    if (nl && n->queue)
+        node_queue_local(n->queue, s->qid, local, nl);
+    if (smtp_has_remote(s)) {
+        if (replicated)
+            node_queue_outbound(n->queue, s->qid);
+        else
+            node_queue_remote(n->queue, s->qid);
+    }
+    if (!s->closing)
+        smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+}
+
+/* The transaction is answered: on to the next command, or to the close
+   that was asked for meanwhile. */
+static void
+smtp_txn_finish(struct smtp_session *s)
+{
     if (s->closing) {
         smtp_txn_reset(s);
         /* The connection went while we committed: finish tearing down. */
@@ -1063,6 +1101,73 @@ smtp_commit_done(void *arg, int status)
     }
     /* Pipelined commands may be waiting. */
     smtp_session_process(s);
+}
+
+/* [mesh] ack_replicas decided (mesh_repl.h). Never called once the
+   session closed: closing cancels the wait, which withdraws the
+   message. */
+static void
+smtp_replicated(void *arg, int status)
+{
+    struct smtp_session *s = arg;
+
+    s->rwait = NULL;
+    if (status == 0) {
+        smtp_accepted(s, 1);
+    } else {
+        s->n->stats.messages_rejected++;
+        log_warn("event=smtp.reject_unreplicated sid=%s qid=%s why=\"%s\"",
+                 s->sid, s->qid,
+                 status == RM_E_AGAIN
+                     ? "not enough replicas acknowledged in time; withdrawn"
+                     : rm_strerror(status));
+        smtp_reply(s, SMTP_REPLY_UNREPLICATED);
+    }
+    smtp_txn_finish(s);
+}
+
+static void
+smtp_commit_done(void *arg, int status)
+{
+    struct smtp_session *s = arg;
+    struct node *n = s->n;
+    struct mesh_repl_wait *w = s->rwait;
+
+    s->store_pending = 0;
+    if (status == 0 && w != NULL && !s->closing) {
+        /* Durable here; the 250 waits for the replicas. */
+        smtp_session_enter(s, SMTP_S_REPLWAIT);
+        mesh_repl_wait_start(w, s->qid, smtp_replicated, s);
+        return; /* smtp_replicated() may have run already */
+    }
+    if (status == 0 && w != NULL) {
+        /* The client went before it could hear 250: nothing is kept. */
+        s->rwait = NULL;
+        log_info("event=smtp.withdraw sid=%s qid=%s why=\"client gone "
+                 "before the replicas answered\"",
+                 s->sid, s->qid);
+        mesh_repl_wait_start(w, s->qid, NULL, NULL);
+        mesh_repl_wait_cancel(w);
+    } else if (status == 0) {
+        smtp_accepted(s, 0);
+    } else {
+        mesh_repl_wait_cancel(w);
+        s->rwait = NULL;
+        n->stats.messages_rejected++;
+        if (status == RM_E_FULL) {
+            n->stats.store_full++;
+            log_warn("event=smtp.store_full sid=%s qid=%s", s->sid, s->qid);
+            if (!s->closing)
+                smtp_reply(s, "452 4.3.1 Insufficient system storage");
+        } else {
+            log_err("event=smtp.commit_failed sid=%s qid=%s err=\"%s\"", s->sid,
+                    s->qid, rm_strerror(status));
+            if (!s->closing)
+                smtp_reply(s, "451 4.3.0 Local error in processing, try "
+                              "again later");
+        }
+    }
+    smtp_txn_finish(s);
 }
 
 static void
@@ -1781,7 +1886,8 @@ smtp_session_consume(struct smtp_session *s)
 {
     size_t off = 0;
 
-    while (!s->closing && s->state != SMTP_S_COMMIT && s->state != SMTP_S_TLS &&
+    while (!s->closing && s->state != SMTP_S_COMMIT &&
+           s->state != SMTP_S_REPLWAIT && s->state != SMTP_S_TLS &&
            s->state != SMTP_S_AUTHWAIT && s->wpending < SMTP_WPENDING_MAX) {
         const char *p = s->in.data + off;
         size_t avail = s->in.len - off;
@@ -2029,7 +2135,8 @@ smtp_update_reading(struct smtp_session *s)
 {
     int want = !s->closing && s->in.len < SMTP_IN_HIGH &&
                s->wpending < SMTP_WPENDING_MAX &&
-               !(s->state == SMTP_S_COMMIT && s->in.len > 0);
+               !((s->state == SMTP_S_COMMIT || s->state == SMTP_S_REPLWAIT) &&
+                 s->in.len > 0);
 
     if (want && !s->reading) {
         if (uv_read_start(&s->io.s, smtp_alloc_cb, smtp_read_cb) == 0)
@@ -2174,8 +2281,10 @@ smtp_timer_cb(uv_timer_t *t)
         smtp_auth_finish(s);
         return;
     }
-    if (s->state == SMTP_S_COMMIT || s->state == SMTP_S_AUTHWAIT) {
-        /* Waiting on our own disk or password check, not the client. */
+    if (s->state == SMTP_S_COMMIT || s->state == SMTP_S_REPLWAIT ||
+        s->state == SMTP_S_AUTHWAIT) {
+        /* Waiting on our own disk, replicas (their own timer) or password
+           check, not the client. */
         smtp_deadline_set(s, s->cfg->timeout_command);
         return;
     }
@@ -2258,6 +2367,13 @@ smtp_session_close(struct smtp_session *s, const char *reason)
         uv_timer_stop(&s->timer);
         if (s->out.len == 0)
             smtp_tls_bye(s); /* else smtp_flush() sends it after the reply */
+        if (s->state == SMTP_S_REPLWAIT && s->rwait != NULL) {
+            /* It never heard 250: withdraw the message everywhere. */
+            log_info("event=smtp.withdraw sid=%s qid=%s why=\"%s\"", s->sid,
+                     s->qid, reason != NULL ? reason : "closed");
+            mesh_repl_wait_cancel(s->rwait);
+            s->rwait = NULL;
+        }
     }
     if (s->wpending == 0 && s->out.len == 0)
         smtp_really_close(s);
@@ -2443,7 +2559,9 @@ smtp_session_drain(struct smtp_session *s)
     case SMTP_S_DATA:
     case SMTP_S_BDAT:
     case SMTP_S_COMMIT:
-        /* Let the message finish; smtp_commit_done() says goodbye. */
+    case SMTP_S_REPLWAIT:
+        /* Let the message finish (the replicas within ack_timeout);
+           smtp_txn_finish() says goodbye. */
         break;
     case SMTP_S_TLS:
     case SMTP_S_AUTHWAIT:

@@ -208,6 +208,19 @@ int store_queue_deliver_local(struct store *st, const struct store_qkey *keys,
    recipient of key.qid. cb status: 0, RM_E_NOTFOUND, RM_E_FULL, ... */
 int store_queue_delete(struct store *st, const struct store_qkey *key,
                        store_done_cb cb, void *arg);
+/*
+ * Withdraw a message its sender was never told we took: remove every
+ * queue entry of qid (and the message, when nothing else refers to it)
+ * and apply the mesh writes w (as store_mesh_apply(); the mesh code's
+ * record of the withdrawal) in one transaction, all or nothing. Entries
+ * already gone are no error. w is copied at submission. cb status: 0,
+ * RM_E_NOTFOUND (a STORE_MESH_TAKE key absent), RM_E_EXISTS, RM_E_FULL,
+ * RM_E_STORE. Immediate errors: RM_E_INVAL, RM_E_TOOBIG, RM_E_CLOSED,
+ * -ENOMEM.
+ */
+int store_queue_withdraw(struct store *st, const char *qid,
+                         const struct store_mesh_write *w, size_t n,
+                         store_done_cb cb, void *arg);
 int store_queue_hold(struct store *st, const struct store_qkey *key,
                      store_done_cb cb, void *arg);
 /* Release held entries: state QUEUED, next try now. */

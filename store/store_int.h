@@ -184,6 +184,8 @@ struct store__req {
         struct {
             struct store_mesh_write *w; /* copy, keys and values in extra */
             size_t n;
+            /* store_queue_withdraw: the message whose entries go too */
+            char qid[STORE_QID_LEN + 1];
         } mesh;
         struct {
             const char *address; /* copy, in extra */
@@ -228,6 +230,15 @@ struct store {
     uv_mutex_t qid_mu;
     uint64_t qid_last;
 };
+
+/* store_mesh.c */
+/* A request carrying a copy of the mesh writes w (validated as
+   store_mesh_apply() does): 0, RM_E_INVAL, RM_E_TOOBIG, -ENOMEM. */
+int store__mesh_req(const struct store_mesh_write *w, size_t n,
+                    struct store__req **out);
+/* Apply rq->u.mesh's writes in txn. */
+int store__mesh_apply_txn(struct store *st, struct MDB_txn *txn,
+                          struct store__req *rq);
 
 /* store_writer.c */
 int store__writer_start(struct store *st);

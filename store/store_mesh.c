@@ -11,8 +11,8 @@
 #include "common/rm_error.h"
 #include "store/store_int.h"
 
-static int
-store_mesh_apply_txn(struct store *st, MDB_txn *txn, struct store__req *rq)
+int
+store__mesh_apply_txn(struct store *st, MDB_txn *txn, struct store__req *rq)
 {
     for (size_t i = 0; i < rq->u.mesh.n; i++) {
         const struct store_mesh_write *w = &rq->u.mesh.w[i];
@@ -45,15 +45,15 @@ store_mesh_apply_txn(struct store *st, MDB_txn *txn, struct store__req *rq)
 }
 
 int
-store_mesh_apply(struct store *st, const struct store_mesh_write *w, size_t n,
-                 store_done_cb cb, void *arg)
+store__mesh_req(const struct store_mesh_write *w, size_t n,
+                struct store__req **out)
 {
     struct store__req *rq;
     struct store_mesh_write *cp;
     size_t extra, wb = 0;
     char *p;
 
-    if (st == NULL || w == NULL || n == 0 || n > 1024)
+    if (w == NULL || n == 0 || n > 1024)
         return RM_E_INVAL;
     extra = n * sizeof(*cp);
     for (size_t i = 0; i < n; i++) {
@@ -68,8 +68,6 @@ store_mesh_apply(struct store *st, const struct store_mesh_write *w, size_t n,
     }
     if (wb > 64u << 20)
         return RM_E_TOOBIG;
-    if (st->closing)
-        return RM_E_CLOSED;
     rq = store__req_new(extra + wb);
     if (rq == NULL)
         return -ENOMEM;
@@ -93,7 +91,26 @@ store_mesh_apply(struct store *st, const struct store_mesh_write *w, size_t n,
     rq->u.mesh.w = cp;
     rq->u.mesh.n = n;
     rq->wbytes = wb;
-    return store__submit(st, rq, store_mesh_apply_txn, "mesh_apply", cb, arg);
+    *out = rq;
+    return 0;
+}
+
+int
+store_mesh_apply(struct store *st, const struct store_mesh_write *w, size_t n,
+                 store_done_cb cb, void *arg)
+{
+    struct store__req *rq;
+    int rc;
+
+    if (st == NULL)
+        return RM_E_INVAL;
+    if ((rc = store__mesh_req(w, n, &rq)) != 0)
+        return rc;
+    if (st->closing) {
+        free(rq);
+        return RM_E_CLOSED;
+    }
+    return store__submit(st, rq, store__mesh_apply_txn, "mesh_apply", cb, arg);
 }
 
 int

@@ -541,6 +541,49 @@ store_queue_delete(struct store *st, const struct store_qkey *key,
                           arg);
 }
 
+static int
+store_q_apply_withdraw(struct store *st, MDB_txn *txn, struct store__req *rq)
+{
+    struct store_qkey key;
+    uint32_t *rcpts = NULL;
+    size_t n = 0;
+    int rc;
+
+    memcpy(key.qid, rq->u.mesh.qid, sizeof(key.qid));
+    key.rcpt = UINT32_MAX;
+    rc = store_q_match(st, txn, &key, &rcpts, &n);
+    if (rc == MDB_NOTFOUND)
+        rc = 0; /* nothing left in the queue: the mesh writes still go */
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = store_q_change(st, txn, STORE_QOP_DELETE, key.qid, rcpts[i], 0,
+                            NULL);
+    free(rcpts);
+    if (rc == 0 && n > 0)
+        rc = store__msg_unref(st, txn, key.qid, (uint32_t)n);
+    if (rc == 0)
+        rc = store__mesh_apply_txn(st, txn, rq);
+    if (rc == 0)
+        log_info("event=store.queue_withdraw qid=%.16s n=%zu", key.qid, n);
+    return rc;
+}
+
+int
+store_queue_withdraw(struct store *st, const char *qid,
+                     const struct store_mesh_write *w, size_t n,
+                     store_done_cb cb, void *arg)
+{
+    struct store__req *rq;
+    int rc;
+
+    if (st == NULL || qid == NULL || !store__qid_valid(qid))
+        return RM_E_INVAL;
+    if ((rc = store__mesh_req(w, n, &rq)) != 0)
+        return rc;
+    memcpy(rq->u.mesh.qid, qid, STORE_QID_LEN);
+    rq->u.mesh.qid[STORE_QID_LEN] = '\0';
+    return store__submit(st, rq, store_q_apply_withdraw, "withdraw", cb, arg);
+}
+
 int
 store_queue_hold(struct store *st, const struct store_qkey *key,
                  store_done_cb cb, void *arg)

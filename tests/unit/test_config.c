@@ -421,6 +421,39 @@ test_file_and_dump(void **state)
                                    "open"));
 }
 
+/* [mesh] ack_replicas: off by default, at most replicas. */
+static void
+test_ack_replicas(void **state)
+{
+    struct node_config cfg;
+
+    (void)state;
+    assert_int_equal(
+        node_config_load_string(&cfg, "", NULL, errbuf, sizeof(errbuf)), 0);
+    assert_int_equal(cfg.mesh_ack_replicas, 0);
+    assert_int_equal(cfg.mesh_ack_timeout, 10);
+    node_config_cleanup(&cfg);
+    assert_int_equal(node_config_load_string(&cfg,
+                                             "[mesh]\nreplicas = 3\n"
+                                             "ack_replicas = 2\n"
+                                             "ack_timeout = 2s\n",
+                                             NULL, errbuf, sizeof(errbuf)),
+                     0);
+    assert_int_equal(cfg.mesh_ack_replicas, 2);
+    assert_int_equal(cfg.mesh_ack_timeout, 2);
+    node_config_cleanup(&cfg);
+    assert_int_equal(node_config_load_string(&cfg,
+                                             "[mesh]\nreplicas = 1\n"
+                                             "ack_replicas = 2\n",
+                                             "t.conf", errbuf, sizeof(errbuf)),
+                     RM_E_CONFIG);
+    assert_non_null(strstr(errbuf, "t.conf: mesh.ack_replicas (2) is larger "
+                                   "than mesh.replicas (1)"));
+    assert_int_equal(node_config_load_string(&cfg, "[mesh]\nack_timeout = 0\n",
+                                             "t.conf", errbuf, sizeof(errbuf)),
+                     RM_E_CONFIG);
+}
+
 int
 main(void)
 {
@@ -437,6 +470,7 @@ main(void)
         cmocka_unit_test(test_trusted),
         cmocka_unit_test(test_local_domain),
         cmocka_unit_test(test_file_and_dump),
+        cmocka_unit_test(test_ack_replicas),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

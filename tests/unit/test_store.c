@@ -1173,6 +1173,57 @@ test_mesh_table(void **state)
     fx_done(&f);
 }
 
+/* A withdrawn message: entries, message and mesh record in one
+   transaction; a failing mesh write keeps the entries. */
+static void
+test_queue_withdraw(void **state)
+{
+    struct fx f;
+    struct tmsg t;
+    struct qcol c;
+    struct kvcol kv;
+    struct store_stats ss;
+    struct store_mesh_write w[2] = {
+        {STORE_MESH_PUT, "rp/x", 4, "tomb", 4},
+        {STORE_MESH_TAKE, "rp/none", 7, NULL, 0},
+    };
+
+    (void)state;
+    fx_init(&f);
+    assert_int_equal(fx_open(&f, NULL), 0);
+    tmsg_init(&f, &t, 300, time(NULL));
+    assert_int_equal(SYNC(&f, store_msg_accept(f.st, &t.m, DONE)), 0);
+    /* All or nothing: the TAKE fails, the entries stay. */
+    assert_int_equal(SYNC(&f, store_queue_withdraw(f.st, t.m.qid, w, 2, DONE)),
+                     RM_E_NOTFOUND);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_queue_get(f.st, t.m.qid, qcol_cb, &c), 0);
+    assert_int_equal(c.n, 3);
+    assert_int_equal(SYNC(&f, store_queue_withdraw(f.st, t.m.qid, w, 1, DONE)),
+                     0);
+    assert_int_equal(store_queue_get(f.st, t.m.qid, qcol_cb, &c),
+                     RM_E_NOTFOUND);
+    assert_int_equal(store_stats(f.st, &ss), 0);
+    assert_int_equal(ss.messages, 0);
+    assert_int_equal(ss.queue_entries, 0);
+    memset(&kv, 0, sizeof(kv));
+    assert_int_equal(store_mesh_get(f.st, "rp/x", 4, kvcol_cb, &kv), 0);
+    assert_string_equal(kv.vals[0], "tomb");
+    /* Nothing left in the queue is no error: the mesh writes go. */
+    w[0].val = "tom2";
+    assert_int_equal(SYNC(&f, store_queue_withdraw(f.st, t.m.qid, w, 1, DONE)),
+                     0);
+    memset(&kv, 0, sizeof(kv));
+    assert_int_equal(store_mesh_get(f.st, "rp/x", 4, kvcol_cb, &kv), 0);
+    assert_string_equal(kv.vals[0], "tom2");
+    assert_int_equal(store_queue_withdraw(f.st, "nope", w, 1, done_cb, NULL),
+                     RM_E_INVAL);
+    assert_int_equal(store_queue_withdraw(f.st, t.m.qid, w, 0, done_cb, NULL),
+                     RM_E_INVAL);
+    tmsg_free(&t);
+    fx_done(&f);
+}
+
 /* Dedup keys written with a message: in the same transaction, and a key
    already there fails the whole request (no message, no queue entry). */
 static int
@@ -1629,6 +1680,7 @@ main(void)
         cmocka_unit_test(test_queue_results),
         cmocka_unit_test(test_users),
         cmocka_unit_test(test_mesh_table),
+        cmocka_unit_test(test_queue_withdraw),
         cmocka_unit_test(test_msg_dedup_keys),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_close_pending),
