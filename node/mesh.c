@@ -213,11 +213,14 @@ static void mesh_join_try(struct mesh *m);
 static void mesh_join_finish(struct mesh *m, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+static void mesh_link_drained(struct mesh_conn *c);
+
 static const struct mesh_conn_cbs mesh_cbs = {
     .verify = mesh_link_verify,
     .established = mesh_link_established,
     .frame = mesh_link_frame,
     .closed = mesh_link_closed,
+    .drained = mesh_link_drained,
 };
 
 /* ---- small helpers ------------------------------------------------- */
@@ -1841,6 +1844,15 @@ mesh_type_is(const struct frame_msg *fm, const char *t)
 }
 
 static void
+mesh_link_drained(struct mesh_conn *c)
+{
+    struct mesh_link *l = mesh_conn_user(c);
+
+    if (l != NULL && l->m->repl != NULL && !l->m->closing)
+        mesh_repl_drained(l->m->repl, l->id);
+}
+
+static void
 mesh_link_frame(struct mesh_conn *c, const struct frame_msg *fm)
 {
     struct mesh_link *l = mesh_conn_user(c);
@@ -3226,6 +3238,17 @@ mesh__link_send(struct mesh *m, uint64_t link, const char *type,
     if (l == NULL || !mesh_conn_is_up(l->c))
         return RM_E_CLOSED;
     return mesh_link_send(l, type, body, len);
+}
+
+int
+mesh__link_queued(struct mesh *m, uint64_t link, size_t *queued)
+{
+    struct mesh_link *l = mesh_link_by_id(m, link);
+
+    if (l == NULL || !mesh_conn_is_up(l->c))
+        return RM_E_CLOSED;
+    *queued = mesh_conn_queued(l->c);
+    return 0;
 }
 
 void

@@ -46,8 +46,9 @@ struct mesh_conn {
     int draining; /* mesh_conn_close_flush(): closes when written */
     enum mesh_conn_state state;
     int initiator;
-    int nclose;  /* handles still to close */
-    int reading; /* read started */
+    int nclose;    /* handles still to close */
+    int reading;   /* read started */
+    int above_low; /* queued went over MESH_CONN_WQ_LOW: drained owed */
     struct mesh_conn_cbs cb;
     void *user;
     struct mesh_conn_keys *k;
@@ -231,9 +232,20 @@ mesh_conn_write_cb(uv_write_t *req, int status)
 {
     struct mesh_wreq *w = (struct mesh_wreq *)req;
 
-    if (status != 0 && status != UV_ECANCELED)
-        mesh_conn_fail(w->c, status, "write: %s", uv_strerror(status));
+    struct mesh_conn *c = w->c;
+
     free(w);
+    if (status != 0) {
+        if (status != UV_ECANCELED)
+            mesh_conn_fail(c, status, "write: %s", uv_strerror(status));
+        return;
+    }
+    if (c->above_low && c->state == MC_UP && !c->draining &&
+        mesh_conn_queued(c) < MESH_CONN_WQ_LOW) {
+        c->above_low = 0;
+        if (c->cb.drained != NULL)
+            c->cb.drained(c);
+    }
 }
 
 /* Queue len bytes for writing (copied). */
@@ -258,6 +270,9 @@ mesh_conn_write(struct mesh_conn *c, const void *data, size_t len)
     w->len = len;
     memcpy(w->data, data, len);
     b = uv_buf_init(w->data, (unsigned)len);
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + len >=
+        MESH_CONN_WQ_LOW)
+        c->above_low = 1;
     if ((r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1,
                       mesh_conn_write_cb)) != 0) {
         free(w);
@@ -617,6 +632,12 @@ void
 mesh_conn_set_user(struct mesh_conn *c, void *user)
 {
     c->user = user;
+}
+
+size_t
+mesh_conn_queued(const struct mesh_conn *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
 }
 
 int

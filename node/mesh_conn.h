@@ -37,6 +37,7 @@
 
 #define MESH_CONN_CRED_MAX 16384     /* credential bytes, each way */
 #define MESH_CONN_WQ_MAX (16u << 20) /* bytes queued to a slow peer */
+#define MESH_CONN_WQ_LOW (2u << 20)  /* a pacing sender waits above this */
 #define MESH_CONN_FRAME_TYPE_MAX 16
 
 struct mesh_conn;
@@ -53,6 +54,10 @@ struct mesh_conn_cbs {
     void (*frame)(struct mesh_conn *c, const struct frame_msg *m);
     /* The connection is gone (reason 0 after mesh_conn_close(c, 0)). */
     void (*closed)(struct mesh_conn *c, int reason, const char *why);
+    /* Optional: the bytes queued for writing fell below
+     * MESH_CONN_WQ_LOW after having been above it (a sender that paces
+     * itself with mesh_conn_queued() may go on). */
+    void (*drained)(struct mesh_conn *c);
 };
 
 struct mesh_conn_opts {
@@ -98,5 +103,9 @@ int mesh_conn_initiator(const struct mesh_conn *c);
 const char *mesh_conn_peer(const struct mesh_conn *c);
 uint64_t mesh_conn_bytes_in(const struct mesh_conn *c);
 uint64_t mesh_conn_bytes_out(const struct mesh_conn *c);
+/* Bytes sent and not yet written to the socket. A sender of bulk data
+ * keeps this under MESH_CONN_WQ_LOW and goes on at the drained callback;
+ * past MESH_CONN_WQ_MAX the connection is closed. */
+size_t mesh_conn_queued(const struct mesh_conn *c);
 
 #endif

@@ -27,6 +27,9 @@ uint64_t mesh__out_link(struct mesh *m, const uint8_t pk[32]);
  * the link is gone. */
 int mesh__link_send(struct mesh *m, uint64_t link, const char *type,
                     const void *body, size_t len);
+/* The bytes sent on a link and not yet written (mesh_conn_queued());
+ * RM_E_CLOSED when the link is gone. */
+int mesh__link_queued(struct mesh *m, uint64_t link, size_t *queued);
 /* Close a link (bad: it sent something malformed, counted as bad
  * input). Its closed callback comes later, never from inside. */
 void mesh__link_drop(struct mesh *m, uint64_t link, int bad);

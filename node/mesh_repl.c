@@ -26,6 +26,7 @@
 #include "mesh/swim.h"
 #include "node/ctl_codec.h"
 #include "node/mesh.h"
+#include "node/mesh_conn.h"
 #include "node/mesh_int.h"
 #include "node/mesh_repl.h"
 #include "node/node.h"
@@ -116,6 +117,25 @@ struct mesh_repl_wait {
     void *arg;
 };
 
+/* A message going to a replica faster than its link takes it: the rest
+   of its chunks follow as the link's write queue drains (mesh_conn's
+   drained callback), so that a large message, or a repair of many,
+   never fills the queue past MESH_CONN_WQ_MAX (which closes the link
+   and starts the repair over). The jobs of one link go in order, one at
+   a time; what does not fit under MR_OUT_BYTES_MAX is left to
+   anti-entropy. */
+struct mr_out {
+    struct mr_out *next;
+    uint64_t link;
+    struct mrepl_rec *rec;
+    struct buf body; /* the whole message */
+    size_t off;      /* sent so far */
+    int ae;          /* an anti-entropy repair (counted as such) */
+};
+
+#define MR_OUT_BYTES_MAX (64u << 20)
+#define MR_OUT_MAX 256
+
 struct mesh_repl {
     struct mesh *m;
     struct node *n;
@@ -126,6 +146,9 @@ struct mesh_repl {
     struct mr_asm *asms;
     unsigned nasm;
     struct mr_sess *sess;
+    struct mr_out *out, **out_tail; /* messages being sent as links drain */
+    size_t out_bytes;
+    unsigned nout;
     struct mr_peer peers[MR_PEERS_MAX];
     unsigned npeers;
     struct mr_lag lag[MR_LAG_MAX];
@@ -456,38 +479,200 @@ mr_lag_del(struct mesh_repl *r, const uint8_t peer[MREPL_PK],
     }
 }
 
-/* Send rec (with the message when data is given) on link. */
+/* The chunks of rec's message from *off on, while the link takes them
+   (its write queue under MESH_CONN_WQ_LOW): 0 when all went, RM_E_AGAIN
+   when the rest must wait for the link to drain, RM_E_CLOSED, or an
+   encoding error. */
+static int
+mr_send_chunks(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *rec,
+               const char *data, size_t len, size_t *off, int ae,
+               uint64_t *bytes)
+{
+    struct buf b;
+    size_t queued;
+    int rc = 0;
+
+    buf_init(&b, 2u << 20);
+    while (*off < len && rc == 0) {
+        size_t n = len - *off < MREPL_CHUNK_MAX ? len - *off : MREPL_CHUNK_MAX;
+
+        if ((rc = mesh__link_queued(r->m, link, &queued)) != 0)
+            break;
+        if (queued >= MESH_CONN_WQ_LOW) {
+            rc = RM_E_AGAIN;
+            break;
+        }
+        buf_truncate(&b, 0);
+        if ((rc = mrepl_put_encode(&b, rec, *off, data + *off, n)) == 0)
+            rc = mesh__link_send(r->m, link, "rput", b.data, b.len);
+        if (rc == 0) {
+            r->bytes_out += b.len;
+            if (ae)
+                r->ae_bytes += b.len;
+            if (bytes != NULL)
+                *bytes += b.len;
+            *off += n;
+        }
+    }
+    buf_cleanup(&b);
+    return rc;
+}
+
+static int
+mr_out_has(const struct mesh_repl *r, uint64_t link)
+{
+    for (const struct mr_out *o = r->out; o; o = o->next)
+        if (o->link == link)
+            return 1;
+    return 0;
+}
+
+static void
+mr_out_free(struct mesh_repl *r, struct mr_out *o)
+{
+    r->out_bytes -= o->body.len;
+    r->nout--;
+    buf_cleanup(&o->body);
+    free(o->rec);
+    free(o);
+}
+
+static void
+mr_out_unlink(struct mesh_repl *r, struct mr_out *o)
+{
+    struct mr_out **pp = &r->out;
+
+    while (*pp != o)
+        pp = &(*pp)->next;
+    *pp = o->next;
+    if (r->out_tail == &o->next)
+        r->out_tail = pp;
+}
+
+/* Keep the rest of rec's message (sent up to off) for the pump. */
+static int
+mr_out_add(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *rec,
+           const char *data, size_t len, size_t off, int ae)
+{
+    struct mr_out *o;
+
+    if (r->nout >= MR_OUT_MAX || r->out_bytes + len > MR_OUT_BYTES_MAX)
+        return RM_E_AGAIN;
+    if ((o = calloc(1, sizeof(*o))) == NULL ||
+        (o->rec = malloc(sizeof(*o->rec))) == NULL) {
+        free(o);
+        return -ENOMEM;
+    }
+    buf_init(&o->body, len);
+    if (buf_append(&o->body, data, len) != 0) {
+        buf_cleanup(&o->body);
+        free(o->rec);
+        free(o);
+        return -ENOMEM;
+    }
+    *o->rec = *rec;
+    o->link = link;
+    o->off = off;
+    o->ae = ae;
+    if (r->out_tail == NULL)
+        r->out_tail = &r->out;
+    *r->out_tail = o;
+    r->out_tail = &o->next;
+    r->out_bytes += len;
+    r->nout++;
+    return 0;
+}
+
+/* Send what waits for link, in order, while it takes it. A link that
+   went drops its jobs: anti-entropy repairs them at the next contact. */
+static void
+mr_out_pump(struct mesh_repl *r, uint64_t link)
+{
+    struct mr_out *o, *nx;
+    int rc = 0;
+
+    for (o = r->out; o; o = nx) {
+        nx = o->next;
+        if (o->link != link)
+            continue;
+        if (rc == 0)
+            rc = mr_send_chunks(r, link, o->rec, o->body.data, o->body.len,
+                                &o->off, o->ae, NULL);
+        if (rc == RM_E_AGAIN)
+            return;
+        if (rc == 0)
+            r->puts_out++;
+        else
+            log_info("event=repl.deferred qid=%s why=\"link lost while "
+                     "sending (%s); anti-entropy will repair\"",
+                     o->rec->qid, rm_strerror(rc));
+        mr_out_unlink(r, o);
+        mr_out_free(r, o);
+    }
+}
+
+void
+mesh_repl_drained(struct mesh_repl *r, uint64_t link)
+{
+    if (r != NULL && !r->stopping)
+        mr_out_pump(r, link);
+}
+
+/* Pump every link with jobs: a drained callback can be missed when the
+   queue was already low; a link that went is found here too. */
+static void
+mr_out_tick(struct mesh_repl *r)
+{
+    uint64_t done[16];
+    unsigned nd = 0;
+
+    for (struct mr_out *o = r->out; o && nd < 16;) {
+        uint64_t link = o->link;
+        unsigned i;
+
+        for (i = 0; i < nd && done[i] != link; i++)
+            ;
+        if (i == nd) {
+            done[nd++] = link;
+            mr_out_pump(r, link);
+            o = r->out; /* the list changed: start over, skipping done */
+            continue;
+        }
+        o = o->next;
+    }
+}
+
+/* Send rec (with the message when data is given) on link: at once as
+   far as the link takes it, the rest as it drains. 0 when sent or on
+   its way; RM_E_AGAIN when too much is waiting already (anti-entropy
+   sends it later), RM_E_CLOSED, or an encoding error. bytes, when
+   given, counts what went now (an anti-entropy repair). */
 static int
 mr_send_put(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *rec,
             const char *data, size_t len, uint64_t *bytes)
 {
     struct buf b;
-    int rc = 0;
+    size_t off = 0;
+    int rc;
 
-    buf_init(&b, 2u << 20);
     if (data == NULL || len == 0) {
+        buf_init(&b, 2u << 20);
         if ((rc = mrepl_put_encode(&b, rec, 0, NULL, 0)) == 0)
             rc = mesh__link_send(r->m, link, "rput", b.data, b.len);
         if (rc == 0) {
             r->bytes_out += b.len;
             if (bytes != NULL)
                 *bytes += b.len;
+            r->puts_out++;
         }
+        buf_cleanup(&b);
+        return rc;
     }
-    for (size_t off = 0; data != NULL && off < len && rc == 0;) {
-        size_t n = len - off < MREPL_CHUNK_MAX ? len - off : MREPL_CHUNK_MAX;
-
-        buf_truncate(&b, 0);
-        if ((rc = mrepl_put_encode(&b, rec, off, data + off, n)) == 0)
-            rc = mesh__link_send(r->m, link, "rput", b.data, b.len);
-        if (rc == 0) {
-            r->bytes_out += b.len;
-            if (bytes != NULL)
-                *bytes += b.len;
-        }
-        off += n;
-    }
-    buf_cleanup(&b);
+    if (mr_out_has(r, link))
+        return mr_out_add(r, link, rec, data, len, 0, bytes != NULL);
+    rc = mr_send_chunks(r, link, rec, data, len, &off, 0, bytes);
+    if (rc == RM_E_AGAIN)
+        return mr_out_add(r, link, rec, data, len, off, bytes != NULL);
     if (rc == 0)
         r->puts_out++;
     return rc;
@@ -2172,6 +2357,7 @@ mesh_repl_tick(struct mesh_repl *r)
 
     if (r == NULL || r->stopping || !mesh__is_member(r->m))
         return;
+    mr_out_tick(r);
     /* Sessions that stalled (a link went) are forgotten. */
     for (struct mr_sess *s = r->sess, *nx; s; s = nx) {
         nx = s->next;
@@ -2353,6 +2539,11 @@ mesh_repl_free(struct mesh_repl *r)
     }
     while (r->sess)
         mr_sess_free(r, r->sess);
+    while (r->out) {
+        struct mr_out *o = r->out;
+        r->out = o->next;
+        mr_out_free(r, o);
+    }
     free(r->scratch);
     free(r);
 }

@@ -69,6 +69,9 @@ void mesh_repl_link_up(struct mesh_repl *r, uint64_t link,
                        const uint8_t peer[32]);
 /* Every second. */
 void mesh_repl_tick(struct mesh_repl *r);
+/* The link's write queue drained (mesh_conn's drained callback): send
+   more of the messages waiting for it. */
+void mesh_repl_drained(struct mesh_repl *r, uint64_t link);
 /* Replication lag per peer for `mesh status` (an array value). */
 void mesh_repl_status_enc(struct mesh_repl *r, struct ctl_enc *e);
 

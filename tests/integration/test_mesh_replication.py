@@ -249,3 +249,39 @@ def test_rejoin_after_a_long_outage_catches_up_by_anti_entropy(cluster):
     assert sent < size
     ids = sink_ids(sink)
     assert len(ids) == len(set(ids)), "duplicates at the sink"
+
+
+def test_large_messages_reach_their_replicas_over_a_slow_link(cluster):
+    """Three 8 MiB messages copied to two replicas over a 40 Mbit/s link:
+    48 MiB to send, far more than a link may queue (16 MiB). The copies
+    are paced as the link drains instead of filling its queue, which
+    would close the link and start over for ever."""
+    net, nodes, sink = cluster
+    if sink["proc"] is not None:
+        sink["proc"].kill()
+        sink["proc"].wait()
+        sink["proc"] = None
+    wait_for(lambda: all_alive(nodes, [1, 2, 3]), 30 * SLOW, "all alive")
+    acks0 = nodes[1].repl().get("acks", 0)
+    log0 = len(nodes[1].logtext())
+    n, size = 3, 8 << 20
+    msgs = [message("sender@n1.example", ["big%d@internet.test" % k],
+                    "big-%d@test" % k, size=size) for k in range(n)]
+    net.rate(1, 40)
+    try:
+        t0 = time.time()
+        res = nodes[1].send(msgs)
+        assert all(r[0] == 250 for r in res), res
+        wait_for(lambda: nodes[1].repl().get("acks", 0) >= acks0 + 2 * n,
+                 120 * SLOW, "both replicas hold every large message")
+        took = time.time() - t0
+    finally:
+        net.rate(1, None)
+    log = nodes[1].logtext()[log0:]
+    print("large: messages=%d size=%d replicas=2 seconds=%.1f" %
+          (n, size, took))
+    assert b"does not read" not in log, log[-3000:].decode("utf-8", "replace")
+    sink["proc"] = net.run(SINK, [netns.PYTHON, "-c", SINK_SCRIPT,
+                                  sink["file"]])
+    wait_for(lambda: nodes[1].queue_len() == 0, 120 * SLOW,
+             "node 1 delivered the large messages")

@@ -62,6 +62,7 @@ __all__ = ["Net", "Capture", "NetnsError", "netns_available",
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
+TC = shutil.which("tc") or "/usr/sbin/tc"
 PYTHON = sys.executable or "/usr/bin/python3"
 
 DEFAULT_FAMILY = "rmt"          # default prefixes: rmt<pid>[x<k>]
@@ -474,6 +475,19 @@ class Net:
         if inbound:
             self._faults[i]["loss_in"] = v
         self._apply(i)
+
+    def rate(self, i, mbit):
+        """Limit what host i sends on eth0 to mbit Mbit/s (a token bucket,
+        tc tbf: a slow WAN link); None removes the limit."""
+        self._need_up()
+        ns = self.ns(i)
+        if mbit is None:
+            _run([IP, "netns", "exec", ns, TC, "qdisc", "del", "dev", "eth0",
+                  "root"], check=False)
+            return
+        _run([IP, "netns", "exec", ns, TC, "qdisc", "replace", "dev", "eth0",
+              "root", "tbf", "rate", "%dmbit" % mbit, "burst", "64kb",
+              "latency", "2s"])
 
     def clear(self, i):
         """Remove every fault involving host i: its isolation, its loss and
