@@ -91,6 +91,8 @@ struct ctl_conn {
     int op_rc;
     char op_hash[STORE_PWHASH_MAX];
     struct store_qkey op_key;
+    uint32_t *op_rcpts; /* queue.delete: the recipients removed */
+    size_t op_nrcpts;
     uint32_t op_held;    /* queue.retry: matching entries on hold */
     uint32_t op_waiting; /* ... and the others (queued, deferred) */
 };
@@ -146,6 +148,9 @@ ctl_op_clear(struct ctl_conn *c)
     }
     c->op_pwlen = 0;
     ctl_wipe(c->op_hash, sizeof(c->op_hash));
+    free(c->op_rcpts);
+    c->op_rcpts = NULL;
+    c->op_nrcpts = 0;
     c->op = CTL_OP_NONE;
 }
 
@@ -958,6 +963,8 @@ ctl_cmd_queue_show(struct ctl_conn *c, const struct ctl_obj *args,
 /* ---- writing commands -------------------------------------------------- */
 
 /* The asynchronous operation finished (on the loop thread). */
+static void ctl_delete_replicated(struct ctl_conn *c);
+
 static void
 ctl_op_done(struct ctl_conn *c, int status)
 {
@@ -993,6 +1000,8 @@ ctl_op_done(struct ctl_conn *c, int status)
         break;
     case CTL_OP_QUEUE_DELETE:
         what = "queue.delete";
+        if (status == 0)
+            ctl_delete_replicated(c);
         break;
     case CTL_OP_QUEUE_HOLD:
         what = "queue.hold";
@@ -1254,11 +1263,76 @@ ctl_queue_op(struct ctl_conn *c, const struct ctl_obj *args, enum ctl_op op)
     return ctl_start(c, op);
 }
 
+struct ctl_delete_scan {
+    uint32_t rcpt; /* UINT32_MAX = every recipient */
+    uint32_t *out;
+    size_t n, cap;
+};
+
+static int
+ctl_delete_scan(void *arg, const struct store_qentry *q)
+{
+    struct ctl_delete_scan *k = arg;
+
+    if (k->rcpt != UINT32_MAX && q->key.rcpt != k->rcpt)
+        return 0;
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? 2 * k->cap : 16;
+        uint32_t *p = realloc(k->out, cap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        k->out = p;
+        k->cap = cap;
+    }
+    k->out[k->n++] = q->key.rcpt;
+    return 0;
+}
+
+/* The administrator removed these recipients: the mesh's replicas of the
+   message must not deliver them after a takeover either. Their replica
+   record marks them done (as a bounce would, without a report), and a
+   record with nothing pending becomes a tombstone sent to the replicas. */
+static void
+ctl_delete_replicated(struct ctl_conn *c)
+{
+    struct store_qresult *res;
+
+    if (c->op_nrcpts == 0 || c->srv->n->mesh == NULL ||
+        (res = calloc(c->op_nrcpts, sizeof(*res))) == NULL)
+        return;
+    for (size_t i = 0; i < c->op_nrcpts; i++) {
+        res[i].key = c->op_key;
+        res[i].key.rcpt = c->op_rcpts[i];
+        res[i].outcome = STORE_OUT_BOUNCED;
+    }
+    mesh_repl_results(c->srv->n->mesh, res, c->op_nrcpts);
+    free(res);
+}
+
 static int
 ctl_cmd_queue_delete(struct ctl_conn *c, const struct ctl_obj *args,
                      struct ctl_enc *e)
 {
-    return ctl_queue_op(c, args, CTL_OP_QUEUE_DELETE);
+    struct ctl_delete_scan k;
+    int r;
+
+    if ((r = ctl_need_store(c)) != 0 ||
+        (r = ctl_arg_qkey(c, args, &c->op_key)) != 0)
+        return r;
+    /* The recipients first, for the replicas (a read; the delete is the
+       write that decides). */
+    memset(&k, 0, sizeof(k));
+    k.rcpt = c->op_key.rcpt;
+    r = store_queue_get(c->srv->n->store, c->op_key.qid, ctl_delete_scan, &k);
+    if (r != 0 && r != RM_E_NOTFOUND) {
+        free(k.out);
+        return ctl_fail(c, r, "cannot read queue entry %s: %s", c->op_key.qid,
+                        rm_strerror(r));
+    }
+    free(c->op_rcpts);
+    c->op_rcpts = k.out;
+    c->op_nrcpts = k.n;
+    return ctl_start(c, CTL_OP_QUEUE_DELETE);
 }
 
 static int

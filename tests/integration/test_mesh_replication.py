@@ -285,3 +285,30 @@ def test_large_messages_reach_their_replicas_over_a_slow_link(cluster):
                                   sink["file"]])
     wait_for(lambda: nodes[1].queue_len() == 0, 120 * SLOW,
              "node 1 delivered the large messages")
+
+
+def test_queue_delete_reaches_the_replicas(cluster):
+    """`relaymesh queue delete` at the origin ends the message on its
+    replicas too (their record becomes a tombstone), so no replica can
+    take it over and deliver what the administrator removed."""
+    net, nodes, sink = cluster
+    if sink["proc"] is not None:
+        sink["proc"].kill()
+        sink["proc"].wait()
+        sink["proc"] = None
+    acks0 = nodes[1].repl().get("acks", 0)
+    tomb0 = {i: nodes[i].repl().get("tombstones", 0) for i in (2, 3)}
+    res = nodes[1].send([message("sender@n1.example", ["gone@internet.test"],
+                                 "deleted-1@test")])
+    assert res[0][0] == 250, res
+    wait_for(lambda: nodes[1].repl().get("acks", 0) >= acks0 + 2,
+             30 * SLOW, "both replicas hold the message")
+    q = json.loads(nodes[1].ok("queue", "list", "--json"))
+    assert len(q) == 1, q
+    nodes[1].ok("queue", "delete", q[0]["id"])
+    assert nodes[1].queue_len() == 0
+    wait_for(lambda: all(nodes[i].repl().get("tombstones", 0) >= tomb0[i] + 1
+                         for i in (2, 3)),
+             30 * SLOW, "the replicas' records are tombstones")
+    sink["proc"] = net.run(SINK, [netns.PYTHON, "-c", SINK_SCRIPT,
+                                  sink["file"]])
