@@ -312,7 +312,7 @@ class Nemesis:
     failed the checks (empty: all good)."""
 
     def __init__(self, seed, messages, duration, base, log=print,
-                 drain_timeout=None, grace="5s"):
+                 drain_timeout=None, grace="5s", faults=True):
         self.seed = seed
         self.n_msgs = messages
         self.duration = duration
@@ -321,7 +321,7 @@ class Nemesis:
         self.drain_timeout = drain_timeout or 240 * SLOW
         self.grace = grace
         self.msgs = plan_messages(seed, messages, duration)
-        self.faults = plan_faults(seed, duration)
+        self.faults = plan_faults(seed, duration) if faults else []
         self.net = None
         self.nodes = {}
         self.sink = None

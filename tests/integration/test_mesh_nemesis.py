@@ -24,6 +24,29 @@ import nemesis
 pytestmark = pytest.mark.slow
 
 
+def test_without_faults_every_record_becomes_a_tombstone(tmp_path):
+    """The baseline: the same mail, no faults. Messages for several
+    offices are delivered by several jobs at once, whose outcomes reach
+    the replica record together (they once undid each other and left the
+    record live for good)."""
+    netns.require_netns()
+    if BIN is None:
+        pytest.skip("RELAYMESH_BIN not set")
+    run = nemesis.Nemesis(nemesis.seed_from(os.environ.get("NEMESIS_SEED")),
+                          60, 10, str(tmp_path), faults=False,
+                          log=lambda s: print(s, flush=True),
+                          drain_timeout=60 * SLOW)
+    try:
+        run.run()
+    finally:
+        run.teardown()
+    print(nemesis.format_figures(run.figures))
+    assert not run.problems, "%s; node logs in %s" % (
+        "\n".join(run.problems), tmp_path)
+    assert run.figures["accepted"] == 60
+    assert run.figures["records"] > 0
+
+
 def test_nemesis_loses_and_doubles_nothing(tmp_path):
     netns.require_netns()
     if BIN is None:
