@@ -3210,6 +3210,16 @@ mesh__link_send(struct mesh *m, uint64_t link, const char *type,
     return mesh_link_send(l, type, body, len);
 }
 
+size_t
+mesh__link_queued(struct mesh *m, uint64_t link)
+{
+    struct mesh_link *l = mesh_link_by_id(m, link);
+
+    if (l == NULL || !mesh_conn_is_up(l->c))
+        return SIZE_MAX;
+    return mesh_conn_queued(l->c);
+}
+
 void
 mesh__link_drop(struct mesh *m, uint64_t link, int bad)
 {

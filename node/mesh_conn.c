@@ -648,3 +648,9 @@ mesh_conn_bytes_out(const struct mesh_conn *c)
 {
     return c->bytes_out;
 }
+
+size_t
+mesh_conn_queued(const struct mesh_conn *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}

@@ -98,5 +98,8 @@ int mesh_conn_initiator(const struct mesh_conn *c);
 const char *mesh_conn_peer(const struct mesh_conn *c);
 uint64_t mesh_conn_bytes_in(const struct mesh_conn *c);
 uint64_t mesh_conn_bytes_out(const struct mesh_conn *c);
+/* Bytes written and not yet taken by the kernel: a sender that writes
+ * a burst checks it against MESH_CONN_WQ_MAX first. */
+size_t mesh_conn_queued(const struct mesh_conn *c);
 
 #endif

@@ -27,6 +27,9 @@ uint64_t mesh__out_link(struct mesh *m, const uint8_t pk[32]);
  * the link is gone. */
 int mesh__link_send(struct mesh *m, uint64_t link, const char *type,
                     const void *body, size_t len);
+/* Bytes queued for writing on a link (mesh_conn_queued()); SIZE_MAX
+ * when the link is gone. */
+size_t mesh__link_queued(struct mesh *m, uint64_t link);
 /* Close a link (bad: it sent something malformed, counted as bad
  * input). Its closed callback comes later, never from inside. */
 void mesh__link_drop(struct mesh *m, uint64_t link, int bad);

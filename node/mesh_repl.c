@@ -26,6 +26,7 @@
 #include "mesh/swim.h"
 #include "node/ctl_codec.h"
 #include "node/mesh.h"
+#include "node/mesh_conn.h"
 #include "node/mesh_int.h"
 #include "node/mesh_repl.h"
 #include "node/node.h"
@@ -37,6 +38,9 @@
 #define MR_SCAN_MAX 512 /* records looked at per scan for takeover */
 #define MR_KEY_PFX 3
 #define MR_TKEY (MR_KEY_PFX + MREPL_KEY_LEN) /* "rp/" + key */
+/* Most a put with its message may add to a link's write queue (see
+   mr_send_put()). */
+#define MR_PUT_BUDGET (MESH_CONN_WQ_MAX - (9u << 20))
 
 struct mr_asm {
     struct mr_asm *next;
@@ -521,6 +525,29 @@ mr_send_put(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *rec,
     int rc = 0;
 
     buf_init(&b, 2u << 20);
+    if (data != NULL && len > 0) {
+        /* A put goes out in one burst. Past MESH_CONN_WQ_MAX queued the
+           connection is closed as a peer that does not read, and the next
+           link up brings the same anti-entropy repair again: a message of
+           20 MiB made the links flap for good, cutting every transfer on
+           them. So a put must fit beside the transfers (mesh_xfer: 4 at
+           2 MiB ahead each) and a margin; one that does not waits for a
+           quieter link (anti-entropy retries), and one bigger than that
+           budget is not replicated until puts are paced by acks. */
+        size_t queued = mesh__link_queued(r->m, link);
+        size_t pieces = (len + MREPL_CHUNK_MAX - 1) / MREPL_CHUNK_MAX;
+
+        if ((rc = mrepl_put_encode(&b, rec, 0, NULL, 0)) != 0) {
+            buf_cleanup(&b);
+            return rc;
+        }
+        if (queued == SIZE_MAX ||
+            queued + len + pieces * (b.len + 64) > MR_PUT_BUDGET) {
+            buf_cleanup(&b);
+            return RM_E_AGAIN;
+        }
+        buf_truncate(&b, 0);
+    }
     if (data == NULL || len == 0) {
         if ((rc = mrepl_put_encode(&b, rec, 0, NULL, 0)) == 0)
             rc = mesh__link_send(r->m, link, "rput", b.data, b.len);
@@ -658,11 +685,18 @@ mr_new_saved(struct mr_op *op, int status)
 
         mrepl_key(op->rec->origin, op->rec->qid, key);
         mr_name(r, op->rec->replicas[i], name, sizeof(name));
-        if (link == 0 || mr_send_put(r, link, op->rec, op->body.data,
-                                     op->body.len, NULL) != 0) {
+        if (link == 0) {
             log_info("event=repl.deferred qid=%s replica=%s "
                      "why=\"no link; anti-entropy will repair\"",
                      op->qid, name);
+            continue;
+        }
+        if (mr_send_put(r, link, op->rec, op->body.data, op->body.len, NULL) !=
+            0) {
+            log_info("event=repl.deferred qid=%s replica=%s size=%zu "
+                     "why=\"link busy or message too big for one burst; "
+                     "anti-entropy will retry\"",
+                     op->qid, name, op->body.len);
             continue;
         }
         mr_lag_add(r, op->rec->replicas[i], key);
