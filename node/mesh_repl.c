@@ -69,6 +69,21 @@ struct mr_peer {
     uint64_t next_sum_s; /* monotonic seconds */
 };
 
+/* A record version submitted to the store writer and not committed yet.
+   Every read-modify-write of a record (an outcome, a peer's version, a
+   claim) starts from the last version written, not from the store: two
+   updates in flight at once (two delivery jobs of one message finishing
+   together, an outcome and a peer's version) would otherwise each start
+   from the same stored version and the second would undo the first. The
+   writer is FIFO, so the store holds this version once the last write in
+   flight for the key has committed. */
+struct mr_pend {
+    struct mr_pend *next;
+    uint8_t key[MREPL_KEY_LEN];
+    unsigned inflight;
+    struct mrepl_rec *rec;
+};
+
 /* An rput with the message sent to a replica and not yet acknowledged.
    The entries of one record (one per replica it went to) share accept_ns
    and want, and count the acks of their siblings, so that the last ack
@@ -156,6 +171,8 @@ struct mesh_repl {
     uint8_t busy[64][MREPL_KEY_LEN]; /* records being claimed */
     unsigned nbusy;
     uint64_t next_scan_s;
+    uint64_t next_repair_s;
+    struct mr_pend *pend;         /* versions being written */
     struct mrepl_rec *scratch;    /* decoding a frame */
     struct mesh_repl_wait *waits; /* [mesh] ack_replicas: replies held */
     unsigned nwaits;
@@ -294,6 +311,82 @@ mr_load(struct mesh_repl *r, const uint8_t key[MREPL_KEY_LEN],
     return g.r == 0 ? 0 : RM_E_CORRUPT;
 }
 
+static struct mr_pend *
+mr_pend_find(struct mesh_repl *r, const uint8_t key[MREPL_KEY_LEN])
+{
+    for (struct mr_pend *p = r->pend; p; p = p->next)
+        if (memcmp(p->key, key, MREPL_KEY_LEN) == 0)
+            return p;
+    return NULL;
+}
+
+/* The current version of key: the last one written, committed or not
+   (struct mr_pend). Same returns as mr_load(). */
+static int
+mr_load_cur(struct mesh_repl *r, const uint8_t key[MREPL_KEY_LEN],
+            struct mrepl_rec *rec)
+{
+    struct mr_pend *p = mr_pend_find(r, key);
+
+    if (p != NULL) {
+        memcpy(rec, p->rec, sizeof(*rec));
+        return 0;
+    }
+    return mr_load(r, key, rec);
+}
+
+static void
+mr_pend_put(struct mesh_repl *r, struct mr_pend *p)
+{
+    struct mr_pend **pp;
+
+    if (p == NULL || --p->inflight > 0)
+        return;
+    for (pp = &r->pend; *pp != p; pp = &(*pp)->next)
+        ;
+    *pp = p->next;
+    free(p->rec);
+    free(p);
+}
+
+/* Recipient outcomes that other has and rec lacks go into rec; 1 when
+   rec changed. A recipient only ever goes from pending to delivered or
+   bounced, so versions merged this way converge whatever the order. */
+static int
+mr_merge_states(struct mrepl_rec *rec, const struct mrepl_rec *other)
+{
+    int changed = 0;
+
+    for (unsigned i = 0; i < rec->nrcpts && i < other->nrcpts; i++)
+        if (rec->rcpts[i].st == MREPL_R_PENDING &&
+            other->rcpts[i].st != MREPL_R_PENDING) {
+            rec->rcpts[i].st = other->rcpts[i].st;
+            changed = 1;
+        }
+    return changed;
+}
+
+static unsigned
+mr_pending(const struct mrepl_rec *rec)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < rec->nrcpts; i++)
+        n += rec->rcpts[i].st == MREPL_R_PENDING;
+    return n;
+}
+
+/* rec changed here: a new version, a tombstone when no recipient is left. */
+static void
+mr_new_version(struct mesh_repl *r, struct mrepl_rec *rec)
+{
+    rec->seq = mr_seq(r) > rec->seq ? r->last_seq : rec->seq + 1;
+    if (!rec->tomb && mr_pending(rec) == 0) {
+        rec->tomb = 1;
+        rec->tomb_at = (int64_t)(mr_wall_ms() / 1000);
+    }
+}
+
 struct mr_op {
     struct mesh_repl *r;
     void (*done)(struct mr_op *op, int status);
@@ -301,6 +394,8 @@ struct mr_op {
     uint8_t peer[MREPL_PK];
     uint64_t link;
     uint64_t seq;
+    struct mr_pend *pend; /* the version this op writes, until committed */
+    int flood;            /* after the write: tell the others (a merge) */
     char qid[STORE_QID_LEN + 1];
     struct mrepl_rec *rec; /* owned */
     struct buf body;
@@ -350,6 +445,8 @@ mr_op_cb(void *arg, int status)
     struct mr_op *op = arg;
     struct mesh *m = op->r->m;
 
+    mr_pend_put(op->r, op->pend);
+    op->pend = NULL;
     if (op->done != NULL && !op->r->stopping)
         op->done(op, status);
     mr_op_free(op);
@@ -373,17 +470,30 @@ mr_save(struct mesh_repl *r, struct mr_op *op, const struct mrepl_rec *rec,
                   : 0;
     size_t nw = 1 + nch + ndel, k = 0;
     uint8_t key[MREPL_KEY_LEN];
+    struct mr_pend *p;
     int rc;
 
+    mrepl_key(rec->origin, rec->qid, key);
+    if ((p = mr_pend_find(r, key)) == NULL) {
+        if ((p = calloc(1, sizeof(*p))) == NULL ||
+            (p->rec = malloc(sizeof(*p->rec))) == NULL) {
+            free(p);
+            return -ENOMEM;
+        }
+        memcpy(p->key, key, MREPL_KEY_LEN);
+        p->next = r->pend;
+        r->pend = p;
+    }
+    p->inflight++;
     w = calloc(nw, sizeof(*w));
     keys = calloc(nw, sizeof(*keys));
     buf_init(&enc, 1 << 20);
     if (w == NULL || keys == NULL) {
         free(w);
         free(keys);
+        mr_pend_put(r, p);
         return -ENOMEM;
     }
-    mrepl_key(rec->origin, rec->qid, key);
     if ((rc = mrepl_rec_encode(&enc, rec)) != 0)
         goto out;
     mr_tkey(keys[0], "rp/", key);
@@ -409,9 +519,14 @@ mr_save(struct mesh_repl *r, struct mr_op *op, const struct mrepl_rec *rec,
         k++;
     }
     rc = store_mesh_apply(r->n->store, w, k, mr_op_cb, op);
-    if (rc == 0)
+    if (rc == 0) {
+        memcpy(p->rec, rec, sizeof(*rec));
+        op->pend = p;
         mesh__hold(r->m);
+    }
 out:
+    if (rc != 0)
+        mr_pend_put(r, p);
     buf_cleanup(&enc);
     free(w);
     free(keys);
@@ -642,6 +757,17 @@ mr_out_tick(struct mesh_repl *r)
     }
 }
 
+static void
+mr_lag_clear(struct mesh_repl *r, const uint8_t peer[MREPL_PK])
+{
+    unsigned k = 0;
+
+    for (unsigned i = 0; i < r->nlag; i++)
+        if (memcmp(r->lag[i].peer, peer, MREPL_PK) != 0)
+            r->lag[k++] = r->lag[i];
+    r->nlag = k;
+}
+
 /* Send rec (with the message when data is given) on link: at once as
    far as the link takes it, the rest as it drains. 0 when sent or on
    its way; RM_E_AGAIN when too much is waiting already (anti-entropy
@@ -803,11 +929,18 @@ mr_new_saved(struct mr_op *op, int status)
         uint64_t link = mr_link_to(r, op->rec->replicas[i]);
 
         mr_name(r, op->rec->replicas[i], name, sizeof(name));
-        if (link == 0 || mr_send_put(r, link, op->rec, op->body.data,
-                                     op->body.len, NULL) != 0) {
+        if (link == 0) {
             log_info("event=repl.deferred qid=%s replica=%s "
                      "why=\"no link; anti-entropy will repair\"",
                      op->qid, name);
+            continue;
+        }
+        if (mr_send_put(r, link, op->rec, op->body.data, op->body.len, NULL) !=
+            0) {
+            log_info("event=repl.deferred qid=%s replica=%s size=%zu "
+                     "why=\"too much waiting for the link; anti-entropy "
+                     "will retry\"",
+                     op->qid, name, op->body.len);
             continue;
         }
         mr_lag_add(r, op->rec->replicas[i], key, op->accept_ns,
@@ -977,7 +1110,7 @@ mr_results_one(struct mesh_repl *r, const struct store_qresult *res, size_t n)
     struct mr_alias a;
     struct mr_op *op;
     uint8_t key[MREPL_KEY_LEN];
-    int changed = 0, pending = 0, taken;
+    int changed = 0, taken;
     size_t old_size;
 
     taken = mr_alias_get(r, res[0].key.qid, &a);
@@ -987,7 +1120,7 @@ mr_results_one(struct mesh_repl *r, const struct store_qresult *res, size_t n)
         mrepl_key(mr_self(r), res[0].key.qid, key);
     if ((op = mr_op_new(r)) == NULL)
         return;
-    if (mr_load(r, key, op->rec) != 0 || op->rec->tomb) {
+    if (mr_load_cur(r, key, op->rec) != 0 || op->rec->tomb) {
         mr_op_free(op);
         return;
     }
@@ -1013,18 +1146,14 @@ mr_results_one(struct mesh_repl *r, const struct store_qresult *res, size_t n)
             changed = 1;
         }
     }
-    if (!changed) {
+    /* Nothing new, unless a merged version left no recipient pending
+       without making it a tombstone (then this node closes it). */
+    if (!changed && mr_pending(op->rec) > 0) {
         mr_op_free(op);
         return;
     }
-    for (unsigned j = 0; j < op->rec->nrcpts; j++)
-        pending += op->rec->rcpts[j].st == MREPL_R_PENDING;
     old_size = op->rec->size;
-    op->rec->seq = mr_seq(r) > op->rec->seq ? r->last_seq : op->rec->seq + 1;
-    if (pending == 0) {
-        op->rec->tomb = 1;
-        op->rec->tomb_at = (int64_t)(mr_wall_ms() / 1000);
-    }
+    mr_new_version(r, op->rec);
     op->done = mr_update_saved;
     if (mr_save(r, op, op->rec, NULL, 0, old_size) != 0)
         mr_op_free(op);
@@ -1074,6 +1203,8 @@ mr_replica_saved(struct mr_op *op, int status)
     }
     if (op->link != 0)
         mr_send_ack(op->r, op->link, op->rec);
+    if (op->flood)
+        mr_flood(op->r, op->rec);
 }
 
 /* Our queue entries for qid are another node's now. */
@@ -1157,15 +1288,26 @@ mr_take(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *in,
         return;
     }
     mrepl_key(in->origin, in->qid, key);
-    have = mr_load(r, key, old) == 0;
+    have = mr_load_cur(r, key, old) == 0;
     cmp = have ? mrepl_rec_cmp(in, old) : 1;
     if (have)
         old_size = old->size;
     if (cmp <= 0) {
-        /* Nothing new (a resend, or we hold a later version): still
-           durable here, so acknowledge. */
+        /* Not newer (a resend, or we hold a later version): still durable
+           here, so acknowledge. It may still know of outcomes we lack
+           (two nodes updated the record at once): then ours, with them,
+           is a new version the others must hear of. */
         if (data != NULL && link != 0)
             mr_send_ack(r, link, in);
+        if (have && !old->tomb && mr_merge_states(old, in)) {
+            memcpy(op->rec, old, sizeof(*old));
+            mr_new_version(r, op->rec);
+            op->done = mr_update_saved;
+            free(old);
+            if (mr_save(r, op, op->rec, NULL, 0, old_size) != 0)
+                mr_op_free(op);
+            return;
+        }
         free(old);
         mr_op_free(op);
         return;
@@ -1194,15 +1336,20 @@ mr_take(struct mesh_repl *r, uint64_t link, const struct mrepl_rec *in,
             mr_drop_queue(r, t.qid, "a higher claim won");
     }
     memcpy(op->rec, in, sizeof(*in));
-    if (have && !in->tomb && data == NULL) {
-        /* Keep what we know of delivered recipients too. */
-        for (unsigned i = 0; i < op->rec->nrcpts && i < old->nrcpts; i++)
-            if (old->rcpts[i].st != MREPL_R_PENDING &&
-                op->rec->rcpts[i].st == MREPL_R_PENDING)
-                op->rec->rcpts[i].st = old->rcpts[i].st;
+    op->link = data != NULL ? link : 0;
+    if (have && !in->tomb && mr_merge_states(op->rec, old)) {
+        /* Keep what we know of delivered recipients too. That makes a
+           version nobody else has: a newer one (else it would compare
+           equal to the one that came, and the two would never converge),
+           a tombstone when nothing is left, and sent to the others. */
+        mr_new_version(r, op->rec);
+        op->flood = 1;
+        if (op->rec->tomb) {
+            data = NULL;
+            len = 0;
+        }
     }
     free(old);
-    op->link = data != NULL ? link : 0;
     op->done = mr_replica_saved;
     if (mr_save(r, op, op->rec, own ? NULL : data, own ? 0 : len,
                 old_size > op->rec->size ? old_size : op->rec->size) != 0)
@@ -1836,7 +1983,7 @@ mr_sess_done(struct mesh_repl *r, struct mr_sess *s)
     recon_need_get(&s->rc, &need, &nn);
     buf_init(&body, (size_t)MREPL_SIZE_MAX);
     for (size_t i = 0; rec != NULL && i < nh; i++) {
-        if (mr_load(r, have[i].key, rec) != 0)
+        if (mr_load_cur(r, have[i].key, rec) != 0)
             continue;
         /* A replica's version only matters to the origin when it says
            more than the origin's would: a claim or a tombstone. */
@@ -1973,6 +2120,14 @@ mr_on_sum(struct mesh_repl *r, uint64_t link, const uint8_t peer[MREPL_PK],
            take the entries. */
         if (!in.want)
             mr_barrier(r, peer);
+        /* The same set as ours: every copy sent there is held there, the
+           ones whose acknowledgement never came too (a copy sent, the
+           link lost, the record repaired later as a tombstone, which is
+           not acknowledged). Else they would count as lag for good. */
+        if (mr_set(r, in.origin, peer, NULL, &mine) == 0 && mine.n == in.n &&
+            mine.seq == in.seq &&
+            memcmp(mine.digest, in.digest, MREPL_DIGEST) == 0)
+            mr_lag_clear(r, peer);
         return;
     }
     if (memcmp(in.origin, peer, MREPL_PK) != 0)
@@ -2049,6 +2204,9 @@ mr_claim_moved(void *arg, int status)
     if (!r->stopping && (status == 0 || status == RM_E_EXISTS)) {
         struct mr_op *sv = mr_op_new(r);
         if (sv != NULL) {
+            /* Outcomes recorded since the scan read the record stay. */
+            if (mr_load_cur(r, key, sv->rec) == 0)
+                mr_merge_states(op->rec, sv->rec);
             memcpy(sv->rec, op->rec, sizeof(*op->rec));
             sv->done = mr_update_saved;
             if (mr_save(r, sv, sv->rec, NULL, 0, 0) != 0)
@@ -2181,8 +2339,114 @@ mr_claim(struct mesh_repl *r, const struct mrepl_rec *rec)
     memcpy(r->busy[r->nbusy++], key, MREPL_KEY_LEN);
 }
 
+/* ---- repair: outcomes the queue has and the record lacks
+ * ---------------------------------------------------------------------
+ * An outcome is written to the queue first (store_queue_results: the entry
+ * goes) and to the record after, in a second transaction; a node killed
+ * between the two (or stopped: outbound reports nothing while closing)
+ * keeps a live record of mail it no longer has, and every replica with
+ * it, for good, and would deliver it again when a replica took it over.
+ * So the node that delivers a record's mail (its owner, else its origin)
+ * compares its live records with its queue after start and every
+ * MR_REPAIR_S: a pending recipient without a queue entry has had its
+ * outcome recorded (delivered, or bounced: the record needs only "not
+ * pending"), or was deleted by the administrator. */
+
+#define MR_REPAIR_S 60
+
+struct mr_qseen {
+    uint32_t idx[MREPL_RCPTS_MAX];
+    unsigned n;
+};
+
+static int
+mr_qseen_cb(void *arg, const struct store_qentry *e)
+{
+    struct mr_qseen *q = arg;
+
+    if (q->n < MREPL_RCPTS_MAX)
+        q->idx[q->n++] = e->key.rcpt;
+    return 0;
+}
+
+static int
+mr_qseen_has(const struct mr_qseen *q, uint32_t idx)
+{
+    for (unsigned i = 0; i < q->n; i++)
+        if (q->idx[i] == idx)
+            return 1;
+    return 0;
+}
+
+static void
+mr_repair(struct mesh_repl *r, const uint8_t key[MREPL_KEY_LEN])
+{
+    struct mr_op *op = mr_op_new(r);
+    struct mr_alias *a = NULL;
+    struct mr_qseen *q = NULL;
+    char qid[STORE_QID_LEN + 1];
+    unsigned fixed = 0;
+    int rc;
+
+    if (op == NULL || mr_busy_has(r, key))
+        goto out;
+    if (mr_load_cur(r, key, op->rec) != 0 || op->rec->tomb ||
+        !mr_is_self(r, op->rec->has_owner ? op->rec->owner : op->rec->origin))
+        goto out;
+    if ((q = calloc(1, sizeof(*q))) == NULL ||
+        (a = calloc(1, sizeof(*a))) == NULL)
+        goto out;
+    if (op->rec->has_owner) {
+        /* Taken over here: its queue id and positions are the alias's. */
+        char tk[MR_TKEY];
+        struct mr_rt t = {"", 0};
+        mr_tkey(tk, "rt/", key);
+        store_mesh_get(r->n->store, tk, sizeof(tk), mr_rt_cb, &t);
+        if (!t.found || !mr_alias_get(r, t.qid, a))
+            goto out;
+        snprintf(qid, sizeof(qid), "%s", t.qid);
+    } else {
+        snprintf(qid, sizeof(qid), "%s", op->rec->qid);
+    }
+    rc = store_queue_get(r->n->store, qid, mr_qseen_cb, q);
+    if (rc != 0 && rc != RM_E_NOTFOUND)
+        goto out;
+    for (unsigned j = 0; j < op->rec->nrcpts; j++) {
+        struct mrepl_rcpt *c = &op->rec->rcpts[j];
+        int queued = 0;
+
+        if (c->st != MREPL_R_PENDING)
+            continue;
+        if (op->rec->has_owner) {
+            for (unsigned i = 0; i < a->n && !queued; i++)
+                queued = a->pos[i] == j && mr_qseen_has(q, i);
+        } else {
+            queued = mr_qseen_has(q, c->idx);
+        }
+        if (!queued) {
+            c->st = MREPL_R_DELIVERED;
+            fixed++;
+        }
+    }
+    if (fixed == 0)
+        goto out;
+    log_warn("event=repl.repaired qid=%s mid=%s rcpts=%u why=\"outcome "
+             "in the queue, not in the record\"",
+             qid, op->rec->mid, fixed);
+    mr_new_version(r, op->rec);
+    op->done = mr_update_saved;
+    if (mr_save(r, op, op->rec, NULL, 0, op->rec->size) == 0)
+        op = NULL;
+out:
+    free(q);
+    free(a);
+    mr_op_free(op);
+}
+
 struct mr_scan {
     struct mesh_repl *r;
+    uint8_t (*mine)[MREPL_KEY_LEN]; /* to repair, NULL when not due */
+    size_t nmine;
     uint8_t (*keys)[MREPL_KEY_LEN];
     size_t nkeys;
     uint8_t (*gone)[MREPL_KEY_LEN];
@@ -2214,6 +2478,9 @@ mr_scan_cb(void *arg, const void *key, size_t klen, const void *val,
     for (unsigned i = 0; i < rec->nrcpts; i++)
         pending += rec->rcpts[i].st == MREPL_R_PENDING;
     resp = rec->has_owner ? rec->owner : rec->origin;
+    if (mr_is_self(r, resp) && s->mine != NULL && s->nmine < MR_SCAN_MAX)
+        memcpy(s->mine[s->nmine++], (const uint8_t *)key + MR_KEY_PFX,
+               MREPL_KEY_LEN);
     if (pending == 0 || mr_is_self(r, resp) || !mr_dead_long(r, resp))
         return 0;
     /* The first replica in rendezvous order that is alive claims it. */
@@ -2247,9 +2514,16 @@ mr_scan(struct mesh_repl *r)
     s.rec = malloc(sizeof(*s.rec));
     if (s.keys == NULL || s.gone == NULL || s.rec == NULL)
         goto out;
+    if (mr_mono_s(r) >= r->next_repair_s) {
+        r->next_repair_s = mr_mono_s(r) + MR_REPAIR_S;
+        s.mine = calloc(MR_SCAN_MAX, MREPL_KEY_LEN);
+    }
     store_mesh_each(r->n->store, "rp/", MR_KEY_PFX, mr_scan_cb, &s);
+    for (size_t i = 0; i < s.nmine; i++)
+        mr_repair(r, s.mine[i]);
     for (size_t i = 0; i < s.nkeys; i++)
-        if (mr_load(r, s.keys[i], s.rec) == 0 && !s.rec->tomb)
+        if (mr_load_cur(r, s.keys[i], s.rec) == 0 && !s.rec->tomb &&
+            mr_pending(s.rec) > 0)
             mr_claim(r, s.rec);
     for (size_t i = 0; i < s.ngone; i++) {
         char tk[MR_TKEY], rt[MR_TKEY];
@@ -2262,6 +2536,7 @@ mr_scan(struct mesh_repl *r)
     if (s.ngone > 0)
         log_info("event=repl.tombstones_collected count=%zu", s.ngone);
 out:
+    free(s.mine);
     free(s.keys);
     free(s.gone);
     free(s.rec);
@@ -2543,6 +2818,12 @@ mesh_repl_free(struct mesh_repl *r)
         struct mr_out *o = r->out;
         r->out = o->next;
         mr_out_free(r, o);
+    }
+    while (r->pend) {
+        struct mr_pend *p = r->pend;
+        r->pend = p->next;
+        free(p->rec);
+        free(p);
     }
     free(r->scratch);
     free(r);
