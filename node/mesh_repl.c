@@ -65,7 +65,8 @@ struct mr_sess {
 
 struct mr_peer {
     uint8_t pk[MREPL_PK];
-    int synced;          /* a summary or reconciliation completed */
+    int synced;          /* reconciled with since our link last came up */
+    uint64_t unsynced_s; /* monotonic s since when not (0: since start) */
     uint64_t next_sum_s; /* monotonic seconds */
 };
 
@@ -157,7 +158,6 @@ struct mesh_repl {
     int stopping;
     uint64_t last_seq;
     uint64_t start_s;
-    int gate_open;
     struct mr_asm *asms;
     unsigned nasm;
     struct mr_sess *sess;
@@ -1959,7 +1959,8 @@ mr_peer_synced(struct mesh_repl *r, const uint8_t peer[MREPL_PK])
 
     if (p != NULL && !p->synced) {
         p->synced = 1;
-        if (!r->gate_open && r->n->queue != NULL)
+        p->unsynced_s = 0;
+        if (r->n->queue != NULL)
             node_queue_kick(r->n->queue);
     }
 }
@@ -2172,8 +2173,18 @@ mesh_repl_link_up(struct mesh_repl *r, uint64_t link, const uint8_t peer[32])
 
     if (r == NULL || r->stopping || !mesh__is_member(r->m))
         return;
-    if ((p = mr_peer(r, peer)) != NULL)
+    if ((p = mr_peer(r, peer)) != NULL) {
         p->next_sum_s = mr_mono_s(r) + MESH_REPL_SUM_S;
+        /* A new contact (after a partition, say): whatever the peer did
+           meanwhile (a takeover claim) reaches us with the repair that
+           starts now; until then our entries it holds wait. */
+        if (p->synced) {
+            p->synced = 0;
+            p->unsynced_s = mr_mono_s(r);
+        } else if (p->unsynced_s == 0) {
+            p->unsynced_s = mr_mono_s(r);
+        }
+    }
     mr_sum_to(r, link, peer);
 }
 
@@ -2555,39 +2566,52 @@ mr_gate_cap_s(const struct mesh_repl *r)
     return g > MR_GATE_MIN_S ? g : MR_GATE_MIN_S;
 }
 
+/* 1 when whatever the replica with key pk may have done with our mail
+   (a takeover claim) has reached us: we reconciled with it since our
+   link to it last came up; or it is dead to us (not in the first 10 s
+   after start, when member states are still stale); or it has gone
+   unreconciled for the grace (at least a minute): a replica that never
+   completes its repair must not hold the mail back for ever, and as
+   replicas take over only from a dead origin, waiting delays mail but
+   never sends it twice. */
+static int
+mr_replica_clear(struct mesh_repl *r, const uint8_t pk[MREPL_PK], uint64_t now)
+{
+    struct mr_peer *p = mr_peer(r, pk);
+    int st = mesh__member_state(r->m, pk, NULL);
+    uint64_t since = r->start_s;
+
+    if (p != NULL && p->synced)
+        return 1;
+    if (st != SWIM_ALIVE && st != SWIM_SUSPECT)
+        return now - r->start_s >= 10;
+    if (p != NULL && p->unsynced_s > since)
+        since = p->unsynced_s;
+    return now - since >= mr_gate_cap_s(r);
+}
+
 int
 mesh_repl_may_deliver(struct mesh *m, const char *qid)
 {
     struct mesh_repl *r = mesh__repl(m);
     struct mrepl_rec *rec;
     uint8_t key[MREPL_KEY_LEN];
+    uint64_t now;
     int ok = 1;
 
     /* Held for ack_replicas: not the sender's yet, nor ours to send. */
     if (mesh_repl_wait_pending(m, qid))
         return 0;
-    if (r == NULL || r->stopping || r->gate_open || !mesh__is_member(m))
+    if (r == NULL || r->stopping || !mesh__is_member(m))
         return 1;
-    /* A replica that is alive but never completes its repair must not
-       hold the mail back for ever: after the grace (at least a minute)
-       the origin delivers. Replicas only take over from a dead origin,
-       so waiting here delays mail but never sends it twice. */
-    if (mr_mono_s(r) - r->start_s >= mr_gate_cap_s(r)) {
-        r->gate_open = 1;
-        return 1;
-    }
     if ((rec = malloc(sizeof(*rec))) == NULL)
         return 1;
+    now = mr_mono_s(r);
     mrepl_key(mr_self(r), qid, key);
     if (mr_load(r, key, rec) == 0 && !rec->tomb && rec->nreplicas > 0) {
         ok = 0;
-        for (unsigned i = 0; i < rec->nreplicas && !ok; i++) {
-            struct mr_peer *p = mr_peer(r, rec->replicas[i]);
-            int st = mesh__member_state(m, rec->replicas[i], NULL);
-            ok = (p != NULL && p->synced) ||
-                 (st != SWIM_ALIVE && st != SWIM_SUSPECT &&
-                  mr_mono_s(r) - r->start_s >= 10);
-        }
+        for (unsigned i = 0; i < rec->nreplicas && !ok; i++)
+            ok = mr_replica_clear(r, rec->replicas[i], now);
         if (rec->has_owner && !mr_is_self(r, rec->owner))
             ok = 0;
     }

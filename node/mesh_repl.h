@@ -28,9 +28,11 @@
  * pending recipients into its own queue (one store transaction, guarded
  * by "rt/" + key so it happens once) and sends the claim to the others.
  * A node that sees a higher claim for a record it delivers stands down
- * (its queue entries are removed). A returning origin holds its entries
- * back until it has reconciled with one of their replicas (or the grace
- * passed), so it learns of a claim before it could deliver again.
+ * (its queue entries are removed). An origin holds its entries back
+ * until it has reconciled with one of their replicas since it started
+ * and since its link to it last came up (or the grace passed), so that
+ * after a restart or a partition it learns of a claim before it could
+ * deliver again.
  *
  * Loop thread only.
  */
@@ -82,8 +84,9 @@ void mesh_repl_accepted(struct mesh *m, const char *qid);
 /* Outcomes recorded for entries (after their commit). */
 void mesh_repl_results(struct mesh *m, const struct store_qresult *res,
                        size_t n);
-/* 0 when outbound must not take qid's entries now (a returning origin
- * not yet reconciled, or another node claimed them); 1 otherwise. */
+/* 0 when outbound must not take qid's entries now (an origin not yet
+ * reconciled with their replicas after a restart or a reconnect, or
+ * another node claimed them); 1 otherwise. */
 int mesh_repl_may_deliver(struct mesh *m, const char *qid);
 /* The mesh id qid was accepted with when it is mail this node took over
  * (1, into out), else 0. */

@@ -407,8 +407,8 @@ ob_take_entry(struct outbound *ob, const struct store_qentry *e)
         return 0;
     if (ob_active_has(ob, e->key.qid, e->key.rcpt))
         return 0;
-    /* A returning origin waits until it knows whether a replica took the
-       entry over meanwhile (mesh_repl.h). */
+    /* An origin back from a restart or a partition waits until it knows
+       whether a replica took the entry over meanwhile (mesh_repl.h). */
     if (!mesh_repl_may_deliver(ob->n->mesh, e->key.qid))
         return 0;
     if (ob->nactive >= OB_ACTIVE_MAX) {

@@ -11,7 +11,7 @@
 set -eu
 
 BUILD="build-essential cmake pkg-config libuv1-dev liblmdb-dev libsodium-dev libmsgpack-dev libinih-dev libssl-dev libunbound-dev"
-TEST="libcmocka-dev libjansson-dev python3 python3-pytest swaks clang lmdb-utils openssl testssl.sh unbound python3-aiosmtpd python3-msgpack postfix nftables serf"
+TEST="libcmocka-dev libjansson-dev python3 python3-pytest swaks libnet-ssleay-perl clang lmdb-utils openssl testssl.sh unbound python3-aiosmtpd python3-msgpack postfix nftables serf"
 BENCH="postfix sasl2-bin libsasl2-modules"
 # msgpack-c's CMake project enables C++ as well, hence the g++ cross compilers.
 WIN="gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 g++-mingw-w64-x86-64 g++-mingw-w64-i686 binutils-mingw-w64-x86-64 binutils-mingw-w64-i686 make cmake autoconf automake libtool dpkg-dev xz-utils debian-archive-keyring"

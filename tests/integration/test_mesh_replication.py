@@ -312,3 +312,49 @@ def test_queue_delete_reaches_the_replicas(cluster):
              30 * SLOW, "the replicas' records are tombstones")
     sink["proc"] = net.run(SINK, [netns.PYTHON, "-c", SINK_SCRIPT,
                                   sink["file"]])
+
+
+def test_origin_cut_off_learns_of_the_claims_before_it_delivers(cluster):
+    """Node 1 is cut off (alive, not restarted) with Internet mail queued;
+    its replicas see it dead, take the mail over and deliver it. When the
+    partition heals node 1 retries at once, but it holds back mail that
+    is replicated until it has reconciled with a replica since the link
+    came back: it learns of the claims and sends nothing twice."""
+    net, nodes, sink = cluster
+    if sink["proc"] is not None:
+        sink["proc"].kill()
+        sink["proc"].wait()
+        sink["proc"] = None
+    if nodes[3].grace != ReplNode.grace:
+        # The rejoin test gave node 3 a long grace: it must take over too.
+        nodes[3].stop()
+        nodes[3].grace = ReplNode.grace
+        nodes[3].start()
+    wait_for(lambda: all_alive(nodes, [1, 2, 3]), 30 * SLOW, "all alive")
+    n = 10
+    acks0 = nodes[1].repl().get("acks", 0)
+    msgs = [message("sender@n1.example", ["cut%d@internet.test" % k],
+                    "cut-%d@test" % k) for k in range(n)]
+    res = nodes[1].send(msgs)
+    assert all(r[0] == 250 for r in res), res
+    wait_for(lambda: nodes[1].repl().get("acks", 0) >= acks0 + 2 * n,
+             30 * SLOW, "replicas acknowledged")
+    want = {"<cut-%d@test>" % k for k in range(n)}
+    net.isolate(1)
+    try:
+        sink["proc"] = net.run(SINK, [netns.PYTHON, "-c", SINK_SCRIPT,
+                                      sink["file"]])
+        wait_for(lambda: set(sink_ids(sink)) >= want, 90 * SLOW,
+                 "the replicas took over and delivered")
+    finally:
+        net.heal(1)
+    # What an administrator does when the link is back: retry now. The
+    # mail must still wait for the repair that brings the claims.
+    nodes[1].ok("queue", "retry", "--all")
+    wait_for(lambda: nodes[1].queue_len() == 0, 90 * SLOW,
+             "node 1 stood down")
+    time.sleep(3)
+    got = [i for i in sink_ids(sink) if i in want]
+    print("cut off: messages=%d received=%d duplicates=%d" %
+          (n, len(set(got)), len(got) - len(set(got))))
+    assert sorted(got) == sorted(want)
