@@ -3162,6 +3162,42 @@ mesh_route(struct mesh *m, const char *addr, size_t len, struct mesh_home *home)
 }
 
 int
+mesh_egress_route(struct mesh *m, struct mesh_home *home)
+{
+    struct mesh_peer *best = NULL;
+    int best_rank = 0;
+
+    if (m == NULL || !m->member || m->closing || m->cfg->mesh_egress)
+        return 0;
+    for (struct mesh_peer *p = m->peers; p; p = p->next) {
+        int rank;
+
+        if (p->revoked || !p->has_chain || p->rec == NULL || !p->rec->egress ||
+            p->state == SWIM_LEFT || mesh_is_self(m, p->pk))
+            continue;
+        /* 3: alive and connected; 2: alive or suspect; 1: known. */
+        rank = p->state == SWIM_ALIVE || p->state == SWIM_SUSPECT ? 2 : 1;
+        if (rank == 2 && p->out != NULL && mesh_conn_is_up(p->out->c))
+            rank = 3;
+        if (rank > best_rank) {
+            best = p;
+            best_rank = rank;
+        }
+    }
+    memset(home, 0, sizeof(*home));
+    home->user_known = 1;
+    if (best == NULL) {
+        snprintf(home->name, sizeof(home->name), "(none)");
+        return 1;
+    }
+    memcpy(home->pk, best->pk, sizeof(home->pk));
+    snprintf(home->name, sizeof(home->name), "%s", best->name);
+    snprintf(home->fp, sizeof(home->fp), "%s", best->fp);
+    home->reachable = best_rank == 3;
+    return 1;
+}
+
+int
 mesh_users_each(struct mesh *m, mesh_users_cb cb, void *arg)
 {
     if (m == NULL)
@@ -3195,6 +3231,14 @@ struct mesh_xfer *
 mesh__xfer(struct mesh *m)
 {
     return m->xfer;
+}
+
+int
+mesh__peer_egress(struct mesh *m, const char *name)
+{
+    struct mesh_peer *p = mesh_peer_by_name(m, name);
+
+    return p != NULL && p->rec != NULL && p->rec->egress;
 }
 
 void

@@ -88,6 +88,14 @@ struct mesh_home {
 
 int mesh_route(struct mesh *m, const char *addr, size_t len,
                struct mesh_home *home);
+/* Internet mail of a node without egress ([mesh] egress = no) goes to a
+ * member that has it: 1 with *home filled (a live member whose
+ * connection is up if there is one, else a live one, else any; none at
+ * all: a zero key, name "(none)", not reachable, so the mail is held);
+ * 0 when this node delivers to the Internet itself (it has egress, or is
+ * not in a mesh). */
+int mesh_egress_route(struct mesh *m, struct mesh_home *home);
+
 /* 1 when our connection to the member with key pk is up; 0 when not (a
    dial is started when one is due). */
 int mesh_reach(struct mesh *m, const uint8_t pk[32]);

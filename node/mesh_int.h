@@ -17,6 +17,8 @@ struct node;
 
 struct node *mesh__node(struct mesh *m);
 struct mesh_xfer *mesh__xfer(struct mesh *m);
+/* 1 when the member named name announces egress in its record. */
+int mesh__peer_egress(struct mesh *m, const char *name);
 /* The name of the member with key pk into out (unchanged if unknown). */
 void mesh__peer_name(struct mesh *m, const uint8_t pk[32], char *out,
                      size_t outsz);

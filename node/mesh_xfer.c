@@ -72,6 +72,7 @@ struct mx_in {
     struct store_mesh_write w[MXFER_RCPTS_MAX];
     uint8_t keys[MXFER_RCPTS_MAX][MX_KEY_LEN];
     uint8_t expiry[8];
+    size_t nremote; /* Internet recipients relayed for a member */
     struct mxfer_res res;
 };
 
@@ -463,6 +464,15 @@ static void mx_in_commit_done(void *arg, int status);
 
 /* Check the recipients, leave out those stored before, and store the
    rest (or answer at once when none is left). */
+/* 1 when another member hosts addr's domain: not ours to take. */
+static int
+mx_mesh_domain(struct mesh_xfer *x, const char *addr)
+{
+    struct mesh_home home;
+
+    return mesh_route(x->m, addr, strlen(addr), &home) == 1;
+}
+
 static void
 mx_in_process(struct mx_in *in)
 {
@@ -475,24 +485,46 @@ mx_in_process(struct mx_in *in)
     int rc;
 
     memset(&in->res, 0, sizeof(in->res));
+    in->nremote = 0;
     for (unsigned i = 0; i < b->nrcpts; i++) {
         struct mxfer_result *res = &in->res.r[i];
         const char *addr = b->rcpts[i].addr;
         const char *at = strrchr(addr, '@');
         char canon[STORE_ADDR_MAX];
         const char *mailbox;
-        int found = 0, dup = 0;
+        int found = 0, dup = 0, remote = 0;
 
-        if (at == NULL || store_addr_canon(addr, canon, sizeof(canon)) != 0 ||
-            !node_config_local_domain(cfg, at + 1, strlen(at + 1))) {
+        if (at == NULL || store_addr_canon(addr, canon, sizeof(canon)) != 0) {
+            mx_result(res, MXFER_BOUNCED, "5.1.3",
+                      "<%s>: Recipient address rejected: bad address syntax",
+                      addr);
+            continue;
+        }
+        /* Not ours and not the Internet mail of a member without egress
+           (which sends it here for that; with egress it delivers its own):
+           a domain we no longer host, or another member's. */
+        if (!node_config_local_domain(cfg, at + 1, strlen(at + 1)) &&
+            (mx_mesh_domain(x, addr) || mesh__peer_egress(x->m, in->peer))) {
             mx_result(res, MXFER_BOUNCED, "5.1.1",
                       "<%s>: Recipient address rejected: domain not hosted "
                       "by %s",
                       addr, cfg->mesh_name);
             continue;
         }
-        if ((size_t)(at - addr) == 10 &&
-            strncasecmp(addr, "postmaster", 10) == 0) {
+        if (!node_config_local_domain(cfg, at + 1, strlen(at + 1))) {
+            /* Internet mail of a member without egress: ours to deliver
+               (the sender chose us by our record's egress flag). */
+            if (!cfg->mesh_egress) {
+                mx_result(res, MXFER_DEFERRED, "4.4.1",
+                          "%s does not deliver to the Internet "
+                          "([mesh] egress = no)",
+                          cfg->mesh_name);
+                continue;
+            }
+            remote = 1;
+            mailbox = canon;
+        } else if ((size_t)(at - addr) == 10 &&
+                   strncasecmp(addr, "postmaster", 10) == 0) {
             mailbox = cfg->postmaster;
         } else {
             rc = store_user_get(n->store, canon, mx_user_cb, &found);
@@ -529,11 +561,12 @@ mx_in_process(struct mx_in *in)
         snprintf(in->mailbox[ns], sizeof(in->mailbox[ns]), "%s", mailbox);
         in->rcpts[ns] = (struct store_rcpt){
             .addr = addr,
-            .mailbox = in->mailbox[ns],
+            .mailbox = remote ? NULL : in->mailbox[ns],
             .orcpt = b->rcpts[i].orcpt[0] ? b->rcpts[i].orcpt : NULL,
             .notify = b->rcpts[i].notify,
-            .route = STORE_ROUTE_LOCAL,
+            .route = remote ? STORE_ROUTE_REMOTE : STORE_ROUTE_LOCAL,
         };
+        in->nremote += remote;
         in->w[ns] = (struct store_mesh_write){STORE_MESH_NEW, in->keys[ns],
                                               MX_KEY_LEN, in->expiry, 8};
         in->map[ns] = i;
@@ -630,18 +663,23 @@ mx_in_commit_done(void *arg, int status)
     }
     if (status == 0) {
         uint32_t idx[MXFER_RCPTS_MAX];
+        size_t nl = 0;
 
         for (size_t k = 0; k < in->sm.nrcpts; k++) {
-            idx[k] = (uint32_t)k;
+            if (in->rcpts[k].route == STORE_ROUTE_LOCAL)
+                idx[nl++] = (uint32_t)k;
             mx_result(&in->res.r[in->map[k]], MXFER_DELIVERED, "2.0.0",
                       "stored at %s as %s", cfg->mesh_name, in->qid);
         }
         x->received++;
         log_info("event=mesh.xfer_accept qid=%s id=%s from=%s rcpts=%zu "
-                 "size=%zu",
-                 in->qid, in->b->id, in->peer, in->sm.nrcpts, in->msg.len);
-        if (!x->stopping && x->n->queue != NULL)
-            node_queue_local(x->n->queue, in->qid, idx, in->sm.nrcpts);
+                 "internet=%zu size=%zu",
+                 in->qid, in->b->id, in->peer, in->sm.nrcpts, in->nremote,
+                 in->msg.len);
+        if (!x->stopping && x->n->queue != NULL && nl > 0)
+            node_queue_local(x->n->queue, in->qid, idx, nl);
+        if (!x->stopping && x->n->queue != NULL && in->nremote > 0)
+            node_queue_remote(x->n->queue, in->qid);
     } else {
         log_err("event=mesh.xfer_store_failed id=%s from=%s err=\"%s\"",
                 in->b->id, in->peer, rm_strerror(status));

@@ -124,6 +124,7 @@ struct ob_dest {
     struct ob_conn *parked; /* idle sessions, newest first */
     int64_t dead_until;
     int is_mesh;            /* a domain a mesh member hosts (per dispatch) */
+    int is_egress;          /* ... or Internet mail for a member with egress */
     unsigned mesh_inflight; /* its jobs handed to the mesh */
     int dead_perm;
     char dead_status[16];
@@ -1512,10 +1513,20 @@ ob_mesh_held(struct ob_job *j, const char *why)
 {
     char diag[OB_TEXT_MAX];
 
-    snprintf(diag, sizeof(diag),
-             "4.4.1 home node %s of %s unreachable; held for store and "
-             "forward%s%s",
-             j->home, j->dest->domain, why ? ": " : "", why ? why : "");
+    if (j->dest->is_egress && strcmp(j->home, "(none)") == 0)
+        snprintf(diag, sizeof(diag),
+                 "4.4.1 this node has no egress ([mesh] egress = no) and no "
+                 "mesh member announces it; held for store and forward");
+    else if (j->dest->is_egress)
+        snprintf(diag, sizeof(diag),
+                 "4.4.1 egress node %s unreachable; held for store and "
+                 "forward%s%s",
+                 j->home, why ? ": " : "", why ? why : "");
+    else
+        snprintf(diag, sizeof(diag),
+                 "4.4.1 home node %s of %s unreachable; held for store and "
+                 "forward%s%s",
+                 j->home, j->dest->domain, why ? ": " : "", why ? why : "");
     ob_job_set_all(j, 0, "4.4.1", diag);
 }
 
@@ -1609,7 +1620,10 @@ ob_dest_mesh(struct outbound *ob, struct ob_dest *d)
 
     snprintf(addr, sizeof(addr), "x@%s", d->domain);
     d->is_mesh = mesh_route(ob->n->mesh, addr, strlen(addr), &home) == 1;
-    if (!d->is_mesh)
+    /* Internet mail, and this node has no egress: a member with it
+       delivers (store and forward while none is reachable). */
+    d->is_egress = !d->is_mesh && mesh_egress_route(ob->n->mesh, &home) == 1;
+    if (!d->is_mesh && !d->is_egress)
         return 0;
     while (d->mesh_inflight < OB_MESH_INFLIGHT &&
            (j = ob_dest_pop(d)) != NULL) {
@@ -1631,9 +1645,12 @@ ob_mesh_walk_cb(void *arg, const struct store_qentry *e)
     struct mesh_home home;
     int r;
 
-    if (e->route != STORE_ROUTE_REMOTE || e->state != STORE_Q_DEFERRED ||
-        mesh_route(w->ob->n->mesh, e->addr, strlen(e->addr), &home) != 1 ||
-        !home.reachable)
+    if (e->route != STORE_ROUTE_REMOTE || e->state != STORE_Q_DEFERRED)
+        return 0;
+    if (mesh_route(w->ob->n->mesh, e->addr, strlen(e->addr), &home) != 1 &&
+        mesh_egress_route(w->ob->n->mesh, &home) != 1)
+        return 0;
+    if (!home.reachable)
         return 0;
     r = ob_take_entry(w->ob, e);
     if (r == 0)
